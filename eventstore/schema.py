@@ -29,9 +29,7 @@ events = Table(
     Column("event_type", Text, nullable=False),
     Column("event_data", LargeBinary, nullable=False),
     Column("metadata", JSONB, nullable=True),
-    Column(
-        "created_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()
-    ),
+    Column("created_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("stream_id", "version", name="events_pkey"),
     Index("idx_events_created", "created_at"),
     Index("idx_events_type", "event_type"),
@@ -43,8 +41,6 @@ snapshots = Table(
     Column("stream_id", Text, nullable=False),
     Column("version", BigInteger, nullable=False),
     Column("state_data", LargeBinary, nullable=False),
-    Column(
-        "created_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()
-    ),
+    Column("created_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("stream_id", name="snapshots_pkey"),
 )

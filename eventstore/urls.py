@@ -40,7 +40,9 @@ def normalize_url(url: str | URL) -> URL:
     elif isinstance(url, URL):
         parsed = url
     else:
-        raise ValidationError(f"a database URL must be a str or sqlalchemy URL, not {type(url).__name__}")
+        raise ValidationError(
+            f"a database URL must be a str or sqlalchemy URL, not {type(url).__name__}"
+        )
     if parsed.drivername not in _POSTGRES_SCHEMES:
         raise ValidationError(
             f"unsupported database URL scheme {parsed.drivername!r}: pg-eventstore needs "

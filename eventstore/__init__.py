@@ -1,0 +1,58 @@
+"""pg-eventstore: an event store on the PostgreSQL you already run.
+
+Append events with optimistic concurrency, load version ranges, keep snapshots;
+payloads are CBOR, metadata is JSONB, the schema is owned by Alembic.
+"""
+
+from __future__ import annotations
+
+from eventstore.codec import CborCodec
+from eventstore.errors import (
+    ConcurrencyError,
+    DeserializationError,
+    EventStoreError,
+    SchemaError,
+    SerializationError,
+    ValidationError,
+)
+from eventstore.memory import InMemoryEventStore
+from eventstore.postgres import PostgresEventStore
+from eventstore.records import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    ExpectedVersion,
+    NewEvent,
+    RecordedEvent,
+    Snapshot,
+    StreamState,
+)
+from eventstore.registry import EventRegistry
+from eventstore.repository import Repository
+from eventstore.store import EventStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ANY",
+    "NO_STREAM",
+    "STREAM_EXISTS",
+    "CborCodec",
+    "ConcurrencyError",
+    "DeserializationError",
+    "EventRegistry",
+    "EventStore",
+    "EventStoreError",
+    "ExpectedVersion",
+    "InMemoryEventStore",
+    "NewEvent",
+    "PostgresEventStore",
+    "RecordedEvent",
+    "Repository",
+    "SchemaError",
+    "SerializationError",
+    "Snapshot",
+    "StreamState",
+    "ValidationError",
+    "__version__",
+]

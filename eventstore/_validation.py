@@ -1,0 +1,191 @@
+"""Argument checks shared by every store: refuse bad input before touching storage."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Iterable, Mapping
+
+from eventstore.codec import CborCodec
+from eventstore.errors import SerializationError, ValidationError
+from eventstore.records import ExpectedVersion, NewEvent, StreamState
+
+MAX_IDENTIFIER_BYTES = 1024
+"""Longest stream id or event type, in UTF-8 bytes: well inside PostgreSQL's
+btree limit (about 2,700 bytes per index entry) for the primary key and the
+event-type index."""
+
+MAX_VERSION = 2**63 - 1
+"""The largest BIGINT: the upper bound of a version range left open."""
+
+
+def check_identifier(value: object, what: str) -> str:
+    """Return ``value`` if it is a usable stream id or event type, else raise."""
+    if not isinstance(value, str):
+        raise ValidationError(f"{what} must be a str, not {type(value).__name__}")
+    if not value:
+        raise ValidationError(f"{what} must not be empty")
+    if "\x00" in value:
+        raise ValidationError(f"{what} must not contain NUL characters (\\x00): {value!r}")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise ValidationError(
+            f"{what} is not valid Unicode text (lone surrogate at {exc.start}): {value!r}"
+        ) from exc
+    if size > MAX_IDENTIFIER_BYTES:
+        raise ValidationError(
+            f"{what} is {size} bytes in UTF-8; the limit is {MAX_IDENTIFIER_BYTES}: "
+            "use a shorter id (a UUID or a hash of the natural key)"
+        )
+    return value
+
+
+def check_int(value: object, what: str, *, minimum: int) -> int:
+    """Return ``value`` if it is an int (not a bool) >= ``minimum``, else raise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(f"{what} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise ValidationError(f"{what} must be >= {minimum}, got {value}")
+    if value > MAX_VERSION:
+        raise ValidationError(f"{what} must fit in a BIGINT, got {value}")
+    return value
+
+
+def expected_bounds(expected: ExpectedVersion) -> tuple[int, int]:
+    """The inclusive range the stream's current version must lie in for an append."""
+    if isinstance(expected, StreamState):
+        if expected is StreamState.ANY:
+            return 0, MAX_VERSION
+        if expected is StreamState.NO_STREAM:
+            return 0, 0
+        return 1, MAX_VERSION
+    if isinstance(expected, bool) or not isinstance(expected, int):
+        raise ValidationError(
+            "expected_version must be an int >= 0 or one of eventstore.ANY, "
+            f"eventstore.NO_STREAM, eventstore.STREAM_EXISTS; got {expected!r}"
+        )
+    exact = check_int(expected, "expected_version", minimum=0)
+    return exact, exact
+
+
+def check_range(from_version: object, to_version: object) -> tuple[int, int]:
+    """The inclusive version range of a load, with an open end as MAX_VERSION."""
+    low = check_int(from_version, "from_version", minimum=1)
+    if to_version is None:
+        return low, MAX_VERSION
+    high = check_int(to_version, "to_version", minimum=1)
+    if low > high:
+        raise ValidationError(f"from_version ({low}) is greater than to_version ({high})")
+    return low, high
+
+
+def check_limit(limit: object) -> int | None:
+    """``limit`` if it is None or an int >= 1."""
+    if limit is None:
+        return None
+    return check_int(limit, "limit", minimum=1)
+
+
+def metadata_json(metadata: object, event_type: str) -> str | None:
+    """The JSON text to store for ``metadata`` (None stays None), or raise.
+
+    PostgreSQL's JSONB refuses NUL characters, NaN and Infinity; JSON object keys
+    must be str (``json.dumps`` would silently turn other keys into text).
+    """
+    if metadata is None:
+        return None
+    if not isinstance(metadata, Mapping):
+        raise ValidationError(
+            f"metadata of {event_type!r} must be a mapping (a JSON object), "
+            f"not {type(metadata).__name__}"
+        )
+    _check_json(metadata, f"metadata of {event_type!r}")
+    return json.dumps(metadata, ensure_ascii=False, separators=(",", ":"))
+
+
+def _check_json(value: object, where: str) -> None:
+    if value is None or isinstance(value, (bool, int)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValidationError(f"{where} holds {value!r}; JSON has no NaN or Infinity")
+        return
+    if isinstance(value, str):
+        _check_text(value, where)
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValidationError(
+                    f"{where} has a key of type {type(key).__name__} ({key!r}); "
+                    "JSON object keys must be str"
+                )
+            _check_text(key, where)
+            _check_json(item, where)
+        return
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            _check_json(item, where)
+        return
+    raise ValidationError(
+        f"{where} holds a {type(value).__name__}, which JSON cannot hold; "
+        "use str, int, float, bool, None, lists and dicts"
+    )
+
+
+def _check_text(value: str, where: str) -> None:
+    if "\x00" in value:
+        raise ValidationError(f"{where} contains a NUL character (\\x00), which JSONB refuses")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValidationError(f"{where} contains a lone surrogate: {value!r}") from exc
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EncodedEvent:
+    """One event of a batch, checked and encoded, ready to store."""
+
+    event_type: str
+    data: bytes
+    metadata: str | None
+
+
+def encode_batch(events: object, codec: CborCodec) -> list[EncodedEvent]:
+    """Check and encode every event of a batch; raise before anything is stored.
+
+    Items are :class:`NewEvent` or instances of classes registered in the
+    codec's registry.
+    """
+    if isinstance(events, (NewEvent, str, bytes, Mapping)) or not isinstance(events, Iterable):
+        raise ValidationError(
+            f"events must be a list of events, not {type(events).__name__}: "
+            "wrap a single event in a list"
+        )
+    encoded = [_encode_one(item, position, codec) for position, item in enumerate(events)]
+    if not encoded:
+        raise ValidationError("events is empty: append at least one event")
+    return encoded
+
+
+def _encode_one(item: object, position: int, codec: CborCodec) -> EncodedEvent:
+    if isinstance(item, NewEvent):
+        event_type = check_identifier(item.event_type, f"event_type of event {position}")
+        data, metadata = item.data, item.metadata
+    else:
+        name = codec.registry.name_of(item)
+        if name is None or not dataclasses.is_dataclass(item):
+            raise ValidationError(
+                f"event {position} is a {type(item).__qualname__}: pass an eventstore.NewEvent "
+                "or an instance of a dataclass registered with the store's EventRegistry"
+            )
+        event_type, data, metadata = name, item, None
+    try:
+        payload = codec.encode_payload(data)
+    except SerializationError as exc:
+        raise SerializationError(
+            f"cannot encode the payload of event {position} ({event_type!r}): {exc}"
+        ) from exc
+    return EncodedEvent(event_type, payload, metadata_json(metadata, event_type))

@@ -1,0 +1,229 @@
+"""CBOR encoding of payloads and snapshot states (cbor2).
+
+Beyond what CBOR carries natively, a few private tags keep Python values exact:
+
+=========  ===================================================================
+tag        value
+=========  ===================================================================
+27         an object of a registered class: ``[name, fields]`` for a dataclass,
+           ``[name, value]`` for an Enum member (the IANA "serialised object" tag)
+62001      a tuple (an array that decodes as a tuple)
+62002      a frozenset (an array that decodes as a frozenset)
+62003      a naive datetime, as its ISO 8601 text
+62004      a time of day, naive or with a UTC offset, as its ISO 8601 text
+=========  ===================================================================
+
+These tags are part of the stored format and never change meaning. The
+top-level payload of a registered event is a plain CBOR map of its fields, so
+other languages can read it. Decoding never builds a class that is not
+registered: an object of an unknown name decodes as its plain fields, and any
+other unknown tag as a :class:`cbor2.CBORTag`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Callable, Mapping
+from datetime import datetime, time
+from typing import Any
+
+import cbor2
+
+from eventstore.errors import DeserializationError, SerializationError
+from eventstore.registry import EventRegistry
+
+TAG_OBJECT = 27
+TAG_TUPLE = 62001
+TAG_FROZENSET = 62002
+TAG_NAIVE_DATETIME = 62003
+TAG_TIME = 62004
+
+_EncoderHook = Callable[[Any, Any], None]
+
+
+def dataclass_fields(instance: Any) -> dict[str, Any]:
+    """The init fields of a dataclass instance, shallow (not ``asdict``'s deep copy)."""
+    return {f.name: getattr(instance, f.name) for f in dataclasses.fields(instance) if f.init}
+
+
+def _encode_tuple(encoder: Any, value: tuple[Any, ...]) -> None:
+    encoder.encode_semantic(TAG_TUPLE, list(value))
+
+
+def _encode_frozenset(encoder: Any, value: frozenset[Any]) -> None:
+    encoder.encode_semantic(TAG_FROZENSET, list(value))
+
+
+def _encode_datetime(encoder: Any, value: datetime) -> None:
+    if value.tzinfo is None or value.utcoffset() is None:
+        encoder.encode_semantic(TAG_NAIVE_DATETIME, value.isoformat())
+    else:
+        encoder.encode_datetime(value)
+
+
+def _encode_time(encoder: Any, value: time) -> None:
+    encoder.encode_semantic(TAG_TIME, value.isoformat())
+
+
+def _refuse(encoder: Any, value: Any) -> None:
+    kind = type(value)
+    hint = (
+        "register it with an EventRegistry"
+        if dataclasses.is_dataclass(kind) or isinstance(value, enum.Enum)
+        else "convert it to a CBOR-encodable value (or a registered dataclass)"
+    )
+    raise cbor2.CBOREncodeError(f"cannot encode {kind.__module__}.{kind.__qualname__}: {hint}")
+
+
+_BASE_ENCODERS: dict[type, _EncoderHook] = {
+    tuple: _encode_tuple,
+    frozenset: _encode_frozenset,
+    datetime: _encode_datetime,
+    time: _encode_time,
+}
+
+
+def _decode_tuple(value: Any, immutable: bool) -> tuple[Any, ...]:
+    return tuple(value)
+
+
+def _decode_frozenset(value: Any, immutable: bool) -> frozenset[Any]:
+    return frozenset(value)
+
+
+def _decode_naive_datetime(value: Any, immutable: bool) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def _decode_time(value: Any, immutable: bool) -> time:
+    return time.fromisoformat(value)
+
+
+class CborCodec:
+    """Encodes values to CBOR bytes and back, resolving registered classes.
+
+    ``encode`` raises :class:`SerializationError`; ``decode`` raises
+    :class:`DeserializationError` for any bytes it cannot decode, never another
+    exception type. Instances are safe to share between threads.
+    """
+
+    def __init__(self, registry: EventRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else EventRegistry()
+        self._generation = -1
+        self._encoders: dict[type, _EncoderHook] = {}
+        self._decoders: dict[int, Callable[[Any, bool], Any]] = {
+            TAG_OBJECT: self._decode_object,
+            TAG_TUPLE: _decode_tuple,
+            TAG_FROZENSET: _decode_frozenset,
+            TAG_NAIVE_DATETIME: _decode_naive_datetime,
+            TAG_TIME: _decode_time,
+        }
+
+    # -- encoding ---------------------------------------------------------------
+
+    def encode(self, value: Any) -> bytes:
+        """CBOR bytes for ``value``; raises SerializationError naming what failed."""
+        try:
+            return cbor2.dumps(value, encoders=self._current_encoders(), default=_refuse)
+        except (cbor2.CBOREncodeError, UnicodeError, TypeError, ValueError, RecursionError) as exc:
+            raise SerializationError(str(exc) or type(exc).__name__) from exc
+
+    def encode_payload(self, value: Any) -> bytes:
+        """Like :meth:`encode`, but a registered dataclass at the top is a plain map."""
+        is_instance = dataclasses.is_dataclass(value) and not isinstance(value, type)
+        if is_instance and self.registry.name_of(value) is not None:
+            return self.encode(dataclass_fields(value))
+        return self.encode(value)
+
+    def _current_encoders(self) -> dict[type, _EncoderHook]:
+        if self._generation != self.registry.generation:
+            generation = self.registry.generation
+            encoders = dict(_BASE_ENCODERS)
+            for cls, name in self.registry.classes().items():
+                encoders[cls] = _object_encoder(name, issubclass(cls, enum.Enum))
+            self._encoders, self._generation = encoders, generation
+        return self._encoders
+
+    # -- decoding ---------------------------------------------------------------
+
+    def decode(self, data: bytes | bytearray | memoryview) -> Any:
+        """The value encoded in ``data``; raises DeserializationError for bad bytes."""
+        try:
+            return cbor2.loads(data, semantic_decoders=self._decoders)
+        except DeserializationError:
+            raise
+        except Exception as exc:  # cbor2 raises many types for hostile input
+            raise DeserializationError(f"invalid CBOR: {exc}") from exc
+
+    def decode_payload(self, event_type: str, data: bytes | bytearray | memoryview) -> Any:
+        """Decode an event payload, rebuilding the registered class of ``event_type``."""
+        value = self.decode(data)
+        cls = self.registry.class_for(event_type)
+        if cls is None or not dataclasses.is_dataclass(cls):
+            return value
+        if not isinstance(value, Mapping):
+            raise DeserializationError(
+                f"a {cls.__qualname__} payload must be a map of fields, got {type(value).__name__}"
+            )
+        return _build(cls, value)
+
+    def decode_event_data(
+        self, stream_id: str, version: int, event_type: str, data: bytes | memoryview
+    ) -> Any:
+        """:meth:`decode_payload` for a stored event; the error names the event."""
+        try:
+            return self.decode_payload(event_type, data)
+        except DeserializationError as exc:
+            raise DeserializationError(
+                f"cannot decode event {version} of stream {stream_id!r} "
+                f"(event type {event_type!r}): {exc}"
+            ) from exc
+
+    def decode_state(self, stream_id: str, version: int, data: bytes | memoryview) -> Any:
+        """:meth:`decode` for a stored snapshot; the error names the snapshot."""
+        try:
+            return self.decode(data)
+        except DeserializationError as exc:
+            raise DeserializationError(
+                f"cannot decode the snapshot of stream {stream_id!r} at version {version}: {exc}"
+            ) from exc
+
+    def _decode_object(self, value: Any, immutable: bool) -> Any:
+        if not isinstance(value, (list, tuple)) or len(value) != 2 or not isinstance(value[0], str):
+            raise DeserializationError("a tag-27 object must be [name, fields]")
+        name, content = value
+        cls = self.registry.class_for(name)
+        if cls is None:
+            return dict(content) if isinstance(content, Mapping) else content
+        if issubclass(cls, enum.Enum):
+            try:
+                return cls(content)
+            except ValueError as exc:
+                raise DeserializationError(f"{content!r} is not a member of {name}") from exc
+        if not isinstance(content, Mapping):
+            raise DeserializationError(f"the fields of a {name} object must be a map")
+        return _build(cls, content)
+
+
+def _object_encoder(name: str, is_enum: bool) -> _EncoderHook:
+    if is_enum:
+
+        def encode_member(encoder: Any, member: Any) -> None:
+            encoder.encode_semantic(TAG_OBJECT, [name, member.value])
+
+        return encode_member
+
+    def encode_dataclass(encoder: Any, instance: Any) -> None:
+        encoder.encode_semantic(TAG_OBJECT, [name, dataclass_fields(instance)])
+
+    return encode_dataclass
+
+
+def _build(cls: type, fields: Mapping[Any, Any]) -> Any:
+    try:
+        return cls(**fields)
+    except TypeError as exc:
+        raise DeserializationError(
+            f"stored fields {sorted(map(str, fields))} do not fit {cls.__qualname__}: {exc}"
+        ) from exc

@@ -1,0 +1,174 @@
+"""Run pg-eventstore's Alembic revisions from code, without an ``alembic.ini``.
+
+The revisions live in one place: the repository's ``alembic/`` folder, which the
+wheel carries as ``eventstore/_alembic``. They record their state in a version
+table of their own (:data:`VERSION_TABLE`), so an application's own
+``alembic_version`` table is never touched. An application that prefers one
+Alembic history can instead merge these revisions into its own through the
+:data:`BRANCH_LABEL` branch label and run ``alembic upgrade eventstore@head``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import alembic.command as command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script.revision import RevisionError
+from alembic.util import CommandError
+from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy.engine import URL
+from sqlalchemy.pool import NullPool
+
+from eventstore.errors import SchemaError, ValidationError
+from eventstore.urls import normalize_url
+
+__all__ = [
+    "BRANCH_LABEL",
+    "VERSION_TABLE",
+    "alembic_config",
+    "current",
+    "downgrade",
+    "script_location",
+    "upgrade",
+]
+
+VERSION_TABLE = "eventstore_alembic_version"
+"""The table in which the library's revisions record the schema's revision."""
+
+BRANCH_LABEL = "eventstore"
+"""The branch label of the first revision, for merging into an application's history."""
+
+# Serialises concurrent upgrade()/downgrade() calls on one database (for example
+# several application instances migrating at start-up): without it, two of them
+# can both see an empty database and race to create the same tables.
+_MIGRATION_LOCK_KEY = 0x6576_7473_746F_7265  # "evtstore"
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def script_location() -> Path:
+    """Return the folder holding the revisions' ``env.py`` and ``versions/``.
+
+    An installed wheel carries it as ``eventstore/_alembic``; a source checkout
+    (editable install included) has it as ``alembic/`` next to the ``eventstore``
+    package. Raises :class:`SchemaError` when neither is present.
+    """
+    candidates = (_PACKAGE_DIR / "_alembic", _PACKAGE_DIR.parent / "alembic")
+    for candidate in candidates:
+        # The env.py test keeps a site-packages/alembic (the Alembic library) from matching.
+        if (candidate / "env.py").is_file() and (candidate / "versions").is_dir():
+            return candidate
+    raise SchemaError(
+        "pg-eventstore's migrations are missing: looked for "
+        + " and ".join(str(c) for c in candidates)
+        + "; reinstall the package"
+    )
+
+
+def alembic_config(url: str | URL | None = None, *, connection: Connection | None = None) -> Config:
+    """Build an Alembic :class:`~alembic.config.Config` for the library's revisions.
+
+    No ini file is read. ``url`` (any form :func:`eventstore.urls.normalize_url`
+    accepts) becomes ``sqlalchemy.url``; ``connection``, when given, is the
+    connection ``env.py`` migrates on, inside whatever transaction it has. With
+    neither, ``env.py`` falls back to ``DATABASE_URL``. Raises
+    :class:`ValidationError` for a URL that is not PostgreSQL and
+    :class:`SchemaError` when the revisions cannot be found.
+    """
+    config = Config()
+    config.set_main_option("script_location", str(script_location()))
+    if url is not None:
+        rendered = normalize_url(url).render_as_string(hide_password=False)
+        # Config values go through configparser interpolation: '%' must be doubled.
+        config.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def upgrade(url_or_engine: str | URL | Engine, revision: str = "head") -> None:
+    """Upgrade the database to ``revision`` (default: the newest, ``"head"``).
+
+    ``url_or_engine`` is a PostgreSQL URL (``postgres://``, ``postgresql://`` or
+    ``postgresql+psycopg://``) or a SQLAlchemy Engine. All the steps run in one
+    transaction: a failure leaves the schema as it was. Concurrent calls on the
+    same database are serialised, so several processes may call this at start-up.
+    Already being at ``revision`` is not an error. Raises :class:`ValidationError`
+    for a bad URL or an unknown revision.
+    """
+    _check_revision(revision)
+    with _migration_connection(url_or_engine) as connection:
+        _run(command.upgrade, connection, revision)
+
+
+def downgrade(url_or_engine: str | URL | Engine, revision: str) -> None:
+    """Downgrade the database to ``revision``; ``"base"`` drops the library's tables.
+
+    ``revision`` is required, never defaulted, because downgrading destroys
+    events. Runs in one transaction, serialised like :func:`upgrade`. Raises
+    :class:`ValidationError` for a bad URL or an unknown revision.
+    """
+    _check_revision(revision)
+    with _migration_connection(url_or_engine) as connection:
+        _run(command.downgrade, connection, revision)
+
+
+def current(url_or_engine: str | URL | Engine) -> str | None:
+    """Return the database's revision id, or None when no revision is applied.
+
+    Reads :data:`VERSION_TABLE` only; creates nothing. Raises
+    :class:`ValidationError` for a bad URL.
+    """
+    with _connection(url_or_engine) as connection:
+        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+        return context.get_current_revision()
+
+
+def _check_revision(revision: object) -> None:
+    if not isinstance(revision, str) or not revision.strip():
+        raise ValidationError(
+            f"a revision must be a non-empty str such as 'head' or 'base', not {revision!r}"
+        )
+
+
+def _run(operation: Callable[[Config, str], None], connection: Connection, revision: str) -> None:
+    config = alembic_config(connection=connection)
+    try:
+        operation(config, revision)
+    except (CommandError, RevisionError) as exc:
+        raise ValidationError(f"cannot migrate to revision {revision!r}: {exc}") from exc
+
+
+@contextmanager
+def _connection(url_or_engine: str | URL | Engine) -> Iterator[Connection]:
+    if isinstance(url_or_engine, Engine):
+        if url_or_engine.dialect.name != "postgresql":
+            raise ValidationError(
+                f"pg-eventstore needs a PostgreSQL engine, not {url_or_engine.dialect.name!r}"
+            )
+        with url_or_engine.connect() as connection:
+            yield connection
+        return
+    engine = create_engine(normalize_url(url_or_engine), poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            yield connection
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def _migration_connection(url_or_engine: str | URL | Engine) -> Iterator[Connection]:
+    with _connection(url_or_engine) as connection:
+        # An application's engine may be in autocommit; the migration needs one
+        # real transaction (and the lock below lives as long as it does).
+        connection.execution_options(isolation_level="READ COMMITTED")
+        with connection.begin():
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
+            )
+            yield connection

@@ -1,0 +1,343 @@
+"""The PostgreSQL event store: SQLAlchemy's engine and pool, psycopg 3 underneath.
+
+Without ``connection=``, each call is one prepared statement in autocommit on a
+pooled connection: an append checks the expected version and inserts the whole
+batch in a single round trip. With ``connection=``, statements run inside the
+caller's transaction (an append inside a savepoint, so a conflict leaves that
+transaction usable) and the store neither begins nor commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any
+
+import psycopg
+import psycopg.errors
+from sqlalchemy import create_engine
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+from eventstore._validation import (
+    check_identifier,
+    check_int,
+    check_limit,
+    check_range,
+    encode_batch,
+    expected_bounds,
+)
+from eventstore.codec import CborCodec
+from eventstore.errors import ConcurrencyError, SchemaError, ValidationError
+from eventstore.records import ExpectedVersion, RecordedEvent, Snapshot, StreamState
+from eventstore.registry import EventRegistry
+from eventstore.store import DEFAULT_BATCH_SIZE, paginate
+from eventstore.urls import normalize_url
+
+_APPEND = """
+WITH head AS (
+    SELECT coalesce(max(version), 0) AS version FROM events WHERE stream_id = %(stream_id)s
+), inserted AS (
+    INSERT INTO events (stream_id, version, event_type, event_data, metadata)
+    SELECT %(stream_id)s, head.version + batch.ordinal,
+           batch.event_type, batch.event_data, batch.metadata
+    FROM head,
+         unnest(%(types)s::text[], %(data)s::bytea[], %(metadata)s::text[]::jsonb[])
+             WITH ORDINALITY AS batch(event_type, event_data, metadata, ordinal)
+    WHERE head.version BETWEEN %(lowest)s::bigint AND %(highest)s::bigint
+    RETURNING version
+)
+SELECT (SELECT max(version) FROM inserted), (SELECT version FROM head)
+"""
+
+_LOAD = """
+SELECT version, event_type, event_data, metadata, created_at FROM events
+WHERE stream_id = %(stream_id)s AND version BETWEEN %(low)s::bigint AND %(high)s::bigint
+ORDER BY version
+LIMIT %(limit)s::bigint
+"""
+
+_STREAM_VERSION = "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = %(stream_id)s"
+
+_SAVE_SNAPSHOT = """
+WITH head AS (
+    SELECT coalesce(max(version), 0) AS version FROM events WHERE stream_id = %(stream_id)s
+), saved AS (
+    INSERT INTO snapshots (stream_id, version, state_data)
+    SELECT %(stream_id)s, %(version)s::bigint, %(state)s::bytea FROM head
+    WHERE head.version >= %(version)s::bigint
+    ON CONFLICT (stream_id) DO UPDATE
+        SET version = EXCLUDED.version,
+            state_data = EXCLUDED.state_data,
+            created_at = EXCLUDED.created_at
+        WHERE snapshots.version < EXCLUDED.version
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM saved), (SELECT version FROM head)
+"""
+
+_LOAD_SNAPSHOT = (
+    "SELECT version, state_data, created_at FROM snapshots WHERE stream_id = %(stream_id)s"
+)
+
+_ANY_RETRIES = 100
+"""How often an ``ANY`` append is retried after losing a race (nothing was written)."""
+
+Row = Sequence[Any]
+
+
+class PostgresEventStore:
+    """An event store in PostgreSQL's ``events`` and ``snapshots`` tables.
+
+    Build it with :meth:`from_url` (the store owns its engine; :meth:`close`
+    disposes it) or hand it the application's :class:`~sqlalchemy.engine.Engine`
+    (shared; closing the store leaves it alone). Thread-safe: share one store.
+    """
+
+    def __init__(self, engine: Engine, registry: EventRegistry | None = None) -> None:
+        if not isinstance(engine, Engine):
+            raise ValidationError(
+                f"PostgresEventStore needs a SQLAlchemy Engine, not {type(engine).__name__}; "
+                "use PostgresEventStore.from_url(url) to build one from a URL"
+            )
+        self.engine = engine
+        self.codec = CborCodec(registry)
+        self._owns_engine = False
+
+    @classmethod
+    def from_url(
+        cls, url: str | URL, registry: EventRegistry | None = None, **pool_options: Any
+    ) -> PostgresEventStore:
+        """A store with its own engine for ``url`` (``postgres://``, ``postgresql://``
+        or ``postgresql+psycopg://``). ``pool_options`` go to
+        :func:`sqlalchemy.create_engine` (``pool_size``, ``max_overflow``,
+        ``pool_timeout``, ``pool_recycle``, ``pool_pre_ping``, ...)."""
+        store = cls(create_engine(normalize_url(url), **pool_options), registry)
+        store._owns_engine = True
+        return store
+
+    @property
+    def registry(self) -> EventRegistry:
+        """The registry whose classes payloads are encoded and rebuilt with."""
+        return self.codec.registry
+
+    def close(self) -> None:
+        """Dispose the engine if this store built it; a shared engine is left open."""
+        if self._owns_engine:
+            self.engine.dispose()
+
+    def __enter__(self) -> PostgresEventStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"PostgresEventStore({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    # -- writing ----------------------------------------------------------------
+
+    def append_events(
+        self,
+        stream_id: str,
+        events: Sequence[Any],
+        *,
+        expected_version: ExpectedVersion,
+        connection: Connection | None = None,
+    ) -> int:
+        """Append ``events`` atomically if the stream is at ``expected_version``.
+
+        Returns the stream's new version. Raises :class:`ConcurrencyError` when
+        the stream is elsewhere or a racing writer got there first (nothing is
+        written), :class:`ValidationError` / :class:`SerializationError` for bad
+        input (checked before the database is touched), :class:`SchemaError`
+        when the tables are missing.
+        """
+        check_identifier(stream_id, "stream_id")
+        lowest, highest = expected_bounds(expected_version)
+        batch = encode_batch(events, self.codec)
+        params = {
+            "stream_id": stream_id,
+            "types": [event.event_type for event in batch],
+            "data": [event.data for event in batch],
+            "metadata": [event.metadata for event in batch],
+            "lowest": lowest,
+            "highest": highest,
+        }
+        for _ in range(_ANY_RETRIES):
+            try:
+                new_version, head = self._fetch(_APPEND, params, connection, savepoint=True)[0]
+            except psycopg.errors.UniqueViolation:
+                # A racing writer committed the same versions first; our statement
+                # wrote nothing. With ANY, try again on top of the new head.
+                if expected_version is StreamState.ANY:
+                    continue
+                raise ConcurrencyError(
+                    stream_id, expected_version, self._stream_version(stream_id, connection)
+                ) from None
+            if new_version is None:
+                raise ConcurrencyError(stream_id, expected_version, head)
+            return int(new_version)
+        raise ConcurrencyError(
+            stream_id, expected_version, self._stream_version(stream_id, connection)
+        )
+
+    def save_snapshot(
+        self, stream_id: str, version: int, state: Any, connection: Connection | None = None
+    ) -> bool:
+        """UPSERT the stream's snapshot unless one at ``version`` or newer is kept.
+
+        Returns True when written, False when the kept snapshot is as new or
+        newer. Raises :class:`ValidationError` when ``version`` is past the
+        stream's last event, :class:`SerializationError` when ``state`` cannot be
+        encoded.
+        """
+        check_identifier(stream_id, "stream_id")
+        check_int(version, "version", minimum=1)
+        params = {"stream_id": stream_id, "version": version, "state": self.codec.encode(state)}
+        written, head = self._fetch(_SAVE_SNAPSHOT, params, connection)[0]
+        if not written and head < version:
+            raise ValidationError(
+                f"cannot snapshot stream {stream_id!r} at version {version}: "
+                f"its last event is version {head}"
+            )
+        return bool(written)
+
+    # -- reading ----------------------------------------------------------------
+
+    def load_events(
+        self,
+        stream_id: str,
+        *,
+        from_version: int = 1,
+        to_version: int | None = None,
+        limit: int | None = None,
+        connection: Connection | None = None,
+    ) -> list[RecordedEvent]:
+        """Events ``from_version`` to ``to_version`` (inclusive), oldest first, at
+        most ``limit``; ``[]`` for a missing stream. Raises
+        :class:`DeserializationError` for a payload that cannot be decoded."""
+        check_identifier(stream_id, "stream_id")
+        low, high = check_range(from_version, to_version)
+        return self._load(stream_id, low, high, check_limit(limit), connection)
+
+    def iter_events(
+        self,
+        stream_id: str,
+        *,
+        from_version: int = 1,
+        to_version: int | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> Iterator[RecordedEvent]:
+        """Like :meth:`load_events`, fetched in pages of ``batch_size`` events so a
+        stream of any length is read in bounded memory. Arguments are checked
+        when the call is made, not at the first ``next()``."""
+        check_identifier(stream_id, "stream_id")
+        low, high = check_range(from_version, to_version)
+        check_int(batch_size, "batch_size", minimum=1)
+        return paginate(
+            lambda lo, hi, n: self._load(stream_id, lo, hi, n, None), low, high, batch_size
+        )
+
+    def stream_version(self, stream_id: str) -> int:
+        """The version of the stream's last event; 0 when it has none."""
+        check_identifier(stream_id, "stream_id")
+        return self._stream_version(stream_id, None)
+
+    def load_snapshot(self, stream_id: str) -> Snapshot | None:
+        """The stream's snapshot, or None. Raises :class:`DeserializationError`
+        when the stored state cannot be decoded."""
+        check_identifier(stream_id, "stream_id")
+        rows = self._fetch(_LOAD_SNAPSHOT, {"stream_id": stream_id}, None)
+        if not rows:
+            return None
+        version, state_data, created_at = rows[0]
+        state = self.codec.decode_state(stream_id, version, state_data)
+        return Snapshot(stream_id, version, state, created_at)
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def _load(
+        self, stream_id: str, low: int, high: int, limit: int | None, connection: Connection | None
+    ) -> list[RecordedEvent]:
+        params = {"stream_id": stream_id, "low": low, "high": high, "limit": limit}
+        rows = self._fetch(_LOAD, params, connection)
+        decode = self.codec.decode_event_data
+        return [
+            RecordedEvent(
+                stream_id,
+                version,
+                event_type,
+                decode(stream_id, version, event_type, event_data),
+                metadata,
+                created_at,
+            )
+            for version, event_type, event_data, metadata, created_at in rows
+        ]
+
+    def _stream_version(self, stream_id: str, connection: Connection | None) -> int:
+        return int(self._fetch(_STREAM_VERSION, {"stream_id": stream_id}, connection)[0][0])
+
+    def _fetch(
+        self,
+        sql: str,
+        params: dict[str, Any],
+        connection: Connection | None,
+        *,
+        savepoint: bool = False,
+    ) -> list[Row]:
+        """Run one statement and return its rows, raising psycopg's errors.
+
+        Without ``connection``: prepared, in autocommit, on a pooled driver
+        connection (one round trip). With it: inside the caller's transaction,
+        in a savepoint when asked.
+        """
+        try:
+            if connection is None:
+                with self._autocommit_connection() as driver:
+                    return driver.execute(sql, params, prepare=True).fetchall()
+            if not isinstance(connection, Connection):
+                raise ValidationError(
+                    f"connection must be a SQLAlchemy Connection, not {type(connection).__name__}"
+                )
+            try:
+                if savepoint:
+                    with connection.begin_nested():
+                        return list(connection.exec_driver_sql(sql, params).fetchall())
+                return list(connection.exec_driver_sql(sql, params).fetchall())
+            except DBAPIError as exc:
+                if isinstance(exc.orig, psycopg.Error):
+                    raise exc.orig from exc
+                raise
+        except psycopg.errors.UndefinedTable as exc:
+            raise SchemaError(
+                f"the event store tables are missing ({exc.diag.message_primary}): "
+                "run `alembic upgrade head` or eventstore.migrations.upgrade(url)"
+            ) from exc
+
+    @contextmanager
+    def _autocommit_connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled psycopg connection switched to autocommit for the duration."""
+        pooled = self.engine.raw_connection()
+        driver: psycopg.Connection[Any] = pooled.driver_connection  # type: ignore[assignment]
+        try:
+            was_autocommit = driver.autocommit
+            if not was_autocommit:
+                driver.autocommit = True
+            try:
+                yield driver
+            finally:
+                if not was_autocommit and not driver.closed:
+                    driver.autocommit = False
+        except psycopg.OperationalError:
+            if driver.closed or driver.broken:
+                pooled.invalidate()
+            raise
+        finally:
+            pooled.close()

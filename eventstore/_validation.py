@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from eventstore.codec import CborCodec
 from eventstore.errors import SerializationError, ValidationError
@@ -102,20 +103,30 @@ def metadata_json(metadata: object, event_type: str) -> str | None:
             f"not {type(metadata).__name__}"
         )
     _check_json(metadata, f"metadata of {event_type!r}")
-    return json.dumps(metadata, ensure_ascii=False, separators=(",", ":"))
+    return _JSON.encode(metadata)
+
+
+def _mapping_to_dict(value: object) -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+_JSON = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_mapping_to_dict
+)
 
 
 def _check_json(value: object, where: str) -> None:
-    if value is None or isinstance(value, (bool, int)):
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValidationError(f"{where} holds {value!r}; JSON has no NaN or Infinity")
-        return
+    # Concrete types first: ABC isinstance checks are slow on this hot path.
     if isinstance(value, str):
         _check_text(value, where)
+    elif value is None or isinstance(value, (bool, int)):
         return
-    if isinstance(value, Mapping):
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValidationError(f"{where} holds {value!r}; JSON has no NaN or Infinity")
+    elif isinstance(value, (dict, Mapping)):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ValidationError(
@@ -124,18 +135,19 @@ def _check_json(value: object, where: str) -> None:
                 )
             _check_text(key, where)
             _check_json(item, where)
-        return
-    if isinstance(value, (list, tuple)):
+    elif isinstance(value, (list, tuple)):
         for item in value:
             _check_json(item, where)
-        return
-    raise ValidationError(
-        f"{where} holds a {type(value).__name__}, which JSON cannot hold; "
-        "use str, int, float, bool, None, lists and dicts"
-    )
+    else:
+        raise ValidationError(
+            f"{where} holds a {type(value).__name__}, which JSON cannot hold; "
+            "use str, int, float, bool, None, lists and dicts"
+        )
 
 
 def _check_text(value: str, where: str) -> None:
+    if value.isascii() and "\x00" not in value:
+        return
     if "\x00" in value:
         raise ValidationError(f"{where} contains a NUL character (\\x00), which JSONB refuses")
     try:

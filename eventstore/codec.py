@@ -11,6 +11,8 @@ tag        value
 62002      a frozenset (an array that decodes as a frozenset)
 62003      a naive datetime, as its ISO 8601 text
 62004      a time of day, naive or with a UTC offset, as its ISO 8601 text
+62005      a Decimal NaN or infinity, as its text (CBOR's tag 4 holds only
+           finite decimals)
 =========  ===================================================================
 
 These tags are part of the stored format and never change meaning. The
@@ -26,6 +28,7 @@ import dataclasses
 import enum
 from collections.abc import Callable, Mapping
 from datetime import datetime, time
+from decimal import Decimal
 from typing import Any
 
 import cbor2
@@ -38,6 +41,7 @@ TAG_TUPLE = 62001
 TAG_FROZENSET = 62002
 TAG_NAIVE_DATETIME = 62003
 TAG_TIME = 62004
+TAG_SPECIAL_DECIMAL = 62005
 
 _EncoderHook = Callable[[Any, Any], None]
 
@@ -66,6 +70,13 @@ def _encode_time(encoder: Any, value: time) -> None:
     encoder.encode_semantic(TAG_TIME, value.isoformat())
 
 
+def _encode_decimal(encoder: Any, value: Decimal) -> None:
+    if value.is_finite():
+        encoder.encode_decimal(value)
+    else:
+        encoder.encode_semantic(TAG_SPECIAL_DECIMAL, str(value))
+
+
 def _refuse(encoder: Any, value: Any) -> None:
     kind = type(value)
     hint = (
@@ -81,6 +92,7 @@ _BASE_ENCODERS: dict[type, _EncoderHook] = {
     frozenset: _encode_frozenset,
     datetime: _encode_datetime,
     time: _encode_time,
+    Decimal: _encode_decimal,
 }
 
 
@@ -98,6 +110,13 @@ def _decode_naive_datetime(value: Any, immutable: bool) -> datetime:
 
 def _decode_time(value: Any, immutable: bool) -> time:
     return time.fromisoformat(value)
+
+
+def _decode_special_decimal(value: Any, immutable: bool) -> Decimal:
+    decoded = Decimal(value)
+    if decoded.is_finite():
+        raise ValueError(f"tag {TAG_SPECIAL_DECIMAL} holds only NaN and infinities")
+    return decoded
 
 
 class CborCodec:
@@ -118,6 +137,7 @@ class CborCodec:
             TAG_FROZENSET: _decode_frozenset,
             TAG_NAIVE_DATETIME: _decode_naive_datetime,
             TAG_TIME: _decode_time,
+            TAG_SPECIAL_DECIMAL: _decode_special_decimal,
         }
 
     # -- encoding ---------------------------------------------------------------

@@ -4,7 +4,7 @@ Every error the library raises derives from :class:`EventStoreError`::
 
     EventStoreError
      +-- ConcurrencyError       the stream was not at the expected version
-     +-- SerializationError     a payload, state or metadata value cannot be encoded
+     +-- SerializationError     a payload or snapshot state cannot be encoded
      +-- DeserializationError   stored bytes cannot be decoded
      +-- SchemaError            the tables are missing or not at the expected revision
      +-- ValidationError        a bad argument (also a ValueError); nothing was written
@@ -45,7 +45,10 @@ class ConcurrencyError(EventStoreError):
 
 
 class SerializationError(EventStoreError):
-    """A value could not be encoded (CBOR payload or state, or JSON metadata)."""
+    """A payload or snapshot state could not be encoded as CBOR; nothing was written.
+
+    Bad metadata is a :class:`ValidationError`: its rules are checked up front.
+    """
 
 
 class DeserializationError(EventStoreError):

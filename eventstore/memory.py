@@ -73,10 +73,11 @@ class InMemoryEventStore:
         lowest, highest = expected_bounds(expected_version)
         batch = encode_batch(events, self.codec)
         with self._lock:
-            stream = self._streams.setdefault(stream_id, [])
+            stream = self._streams.get(stream_id, [])
             head = len(stream)
             if not lowest <= head <= highest:
                 raise ConcurrencyError(stream_id, expected_version, head)
+            self._streams[stream_id] = stream
             now = datetime.now(timezone.utc)
             stream.extend(
                 _StoredEvent(event.event_type, event.data, event.metadata, now) for event in batch

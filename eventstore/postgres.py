@@ -5,6 +5,9 @@ pooled connection: an append checks the expected version and inserts the whole
 batch in a single round trip. With ``connection=``, statements run inside the
 caller's transaction (an append inside a savepoint, so a conflict leaves that
 transaction usable) and the store neither begins nor commits.
+
+Version parameters are always sent as ``Int8``: psycopg otherwise picks int2,
+int4 or int8 by value, and each combination of types is prepared separately.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 
 import psycopg
 import psycopg.errors
+from psycopg.types.numeric import Int8
 from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
@@ -49,6 +53,20 @@ WITH head AS (
     RETURNING version
 )
 SELECT (SELECT max(version) FROM inserted), (SELECT version FROM head)
+"""
+
+# One event needs no unnest: about a third cheaper on the server.
+_APPEND_ONE = """
+WITH head AS (
+    SELECT coalesce(max(version), 0) AS version FROM events WHERE stream_id = %(stream_id)s
+), inserted AS (
+    INSERT INTO events (stream_id, version, event_type, event_data, metadata)
+    SELECT %(stream_id)s, head.version + 1, %(type)s, %(data)s, %(metadata)s::jsonb
+    FROM head
+    WHERE head.version BETWEEN %(lowest)s::bigint AND %(highest)s::bigint
+    RETURNING version
+)
+SELECT (SELECT version FROM inserted), (SELECT version FROM head)
 """
 
 _LOAD = """
@@ -162,17 +180,24 @@ class PostgresEventStore:
         check_identifier(stream_id, "stream_id")
         lowest, highest = expected_bounds(expected_version)
         batch = encode_batch(events, self.codec)
-        params = {
+        params: dict[str, Any] = {
             "stream_id": stream_id,
-            "types": [event.event_type for event in batch],
-            "data": [event.data for event in batch],
-            "metadata": [event.metadata for event in batch],
-            "lowest": lowest,
-            "highest": highest,
+            "lowest": Int8(lowest),
+            "highest": Int8(highest),
         }
+        if len(batch) == 1:
+            statement = _APPEND_ONE
+            params.update(type=batch[0].event_type, data=batch[0].data, metadata=batch[0].metadata)
+        else:
+            statement = _APPEND
+            params.update(
+                types=[event.event_type for event in batch],
+                data=[event.data for event in batch],
+                metadata=[event.metadata for event in batch],
+            )
         for _ in range(_ANY_RETRIES):
             try:
-                new_version, head = self._fetch(_APPEND, params, connection, savepoint=True)[0]
+                new_version, head = self._fetch(statement, params, connection, savepoint=True)[0]
             except psycopg.errors.UniqueViolation:
                 # A racing writer committed the same versions first; our statement
                 # wrote nothing. With ANY, try again on top of the new head.
@@ -200,7 +225,11 @@ class PostgresEventStore:
         """
         check_identifier(stream_id, "stream_id")
         check_int(version, "version", minimum=1)
-        params = {"stream_id": stream_id, "version": version, "state": self.codec.encode(state)}
+        params = {
+            "stream_id": stream_id,
+            "version": Int8(version),
+            "state": self.codec.encode(state),
+        }
         written, head = self._fetch(_SAVE_SNAPSHOT, params, connection)[0]
         if not written and head < version:
             raise ValidationError(
@@ -266,7 +295,12 @@ class PostgresEventStore:
     def _load(
         self, stream_id: str, low: int, high: int, limit: int | None, connection: Connection | None
     ) -> list[RecordedEvent]:
-        params = {"stream_id": stream_id, "low": low, "high": high, "limit": limit}
+        params = {
+            "stream_id": stream_id,
+            "low": Int8(low),
+            "high": Int8(high),
+            "limit": None if limit is None else Int8(limit),
+        }
         rows = self._fetch(_LOAD, params, connection)
         decode = self.codec.decode_event_data
         return [
@@ -313,7 +347,8 @@ class PostgresEventStore:
                 return list(connection.exec_driver_sql(sql, params).fetchall())
             except DBAPIError as exc:
                 if isinstance(exc.orig, psycopg.Error):
-                    raise exc.orig from exc
+                    # One kind of error on both paths: psycopg's, as the fast path raises.
+                    raise exc.orig from None
                 raise
         except psycopg.errors.UndefinedTable as exc:
             raise SchemaError(

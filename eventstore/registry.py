@@ -49,16 +49,16 @@ class EventRegistry:
         """
         if cls is None:
             return lambda inner: self.register(inner, name=name)
-        self._add(cls, cls.__name__ if name is None else name)
-        return cls
-
-    def _add(self, cls: type, name: str) -> None:
         if not isinstance(cls, type) or not (
             dataclasses.is_dataclass(cls) or issubclass(cls, enum.Enum)
         ):
             raise ValidationError(
                 f"only dataclasses and Enum classes can be registered, not {cls!r}"
             )
+        self._add(cls, cls.__name__ if name is None else name)
+        return cls
+
+    def _add(self, cls: type, name: str) -> None:
         if not isinstance(name, str) or not name or "\x00" in name:
             raise ValidationError(f"a registered name must be a non-empty str, not {name!r}")
         with self._lock:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 from eventstore._validation import check_int
@@ -61,7 +61,7 @@ class Repository(Generic[State]):
     def append(
         self,
         stream_id: str,
-        events: Sequence[Any],
+        events: Iterable[Any],
         *,
         state: State,
         expected_version: ExpectedVersion,
@@ -72,6 +72,7 @@ class Repository(Generic[State]):
         multiple of ``snapshot_every``. Raises what ``append_events`` raises; the
         caller's ``state`` object is then unchanged only if ``evolve`` does not
         mutate it in place."""
+        events = list(events)  # evolved and appended: a generator must not run dry
         new_state = state
         for event in events:
             new_state = self._evolve(new_state, self._as_evolved(event))

@@ -27,10 +27,11 @@ def scratch_database_url(eventstore_database_url: str) -> Iterator[str]:
     with psycopg.connect(admin_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield normalize_url(eventstore_database_url).set(database=name).render_as_string(
-            hide_password=False
+        yield (
+            normalize_url(eventstore_database_url)
+            .set(database=name)
+            .render_as_string(hide_password=False)
         )
     finally:
         with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-

@@ -10,6 +10,7 @@ Alembic history can instead merge these revisions into its own through the
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,6 +47,10 @@ BRANCH_LABEL = "eventstore"
 # several application instances migrating at start-up): without it, two of them
 # can both see an empty database and race to create the same tables.
 _MIGRATION_LOCK_KEY = 0x6576_7473_746F_7265  # "evtstore"
+
+# Alembic runs env.py and the revisions through module-level proxies
+# (alembic.context, alembic.op), so one process runs one migration at a time.
+_PROCESS_LOCK = threading.Lock()
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -95,14 +100,13 @@ def upgrade(url_or_engine: str | URL | Engine, revision: str = "head") -> None:
 
     ``url_or_engine`` is a PostgreSQL URL (``postgres://``, ``postgresql://`` or
     ``postgresql+psycopg://``) or a SQLAlchemy Engine. All the steps run in one
-    transaction: a failure leaves the schema as it was. Concurrent calls on the
-    same database are serialised, so several processes may call this at start-up.
+    transaction: a failure leaves the schema as it was. Concurrent calls are
+    serialised (a PostgreSQL advisory lock across processes, a lock within one), so
+    several application instances may all call this at start-up.
     Already being at ``revision`` is not an error. Raises :class:`ValidationError`
     for a bad URL or an unknown revision.
     """
-    _check_revision(revision)
-    with _migration_connection(url_or_engine) as connection:
-        _run(command.upgrade, connection, revision)
+    _migrate(command.upgrade, url_or_engine, revision)
 
 
 def downgrade(url_or_engine: str | URL | Engine, revision: str) -> None:
@@ -112,9 +116,7 @@ def downgrade(url_or_engine: str | URL | Engine, revision: str) -> None:
     events. Runs in one transaction, serialised like :func:`upgrade`. Raises
     :class:`ValidationError` for a bad URL or an unknown revision.
     """
-    _check_revision(revision)
-    with _migration_connection(url_or_engine) as connection:
-        _run(command.downgrade, connection, revision)
+    _migrate(command.downgrade, url_or_engine, revision)
 
 
 def current(url_or_engine: str | URL | Engine) -> str | None:
@@ -135,12 +137,16 @@ def _check_revision(revision: object) -> None:
         )
 
 
-def _run(operation: Callable[[Config, str], None], connection: Connection, revision: str) -> None:
-    config = alembic_config(connection=connection)
-    try:
-        operation(config, revision)
-    except (CommandError, RevisionError) as exc:
-        raise ValidationError(f"cannot migrate to revision {revision!r}: {exc}") from exc
+def _migrate(
+    operation: Callable[[Config, str], None], url_or_engine: str | URL | Engine, revision: str
+) -> None:
+    _check_revision(revision)
+    # The process lock is taken before the database lock, always, so the two cannot deadlock.
+    with _PROCESS_LOCK, _migration_connection(url_or_engine) as connection:
+        try:
+            operation(alembic_config(connection=connection), revision)
+        except (CommandError, RevisionError) as exc:
+            raise ValidationError(f"cannot migrate to revision {revision!r}: {exc}") from exc
 
 
 @contextmanager
@@ -168,5 +174,7 @@ def _migration_connection(url_or_engine: str | URL | Engine) -> Iterator[Connect
         # real transaction (and the lock below lives as long as it does).
         connection.execution_options(isolation_level="READ COMMITTED")
         with connection.begin():
-            connection.execute(text("SELECT :key"), {"key": _MIGRATION_LOCK_KEY})
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
+            )
             yield connection

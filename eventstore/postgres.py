@@ -99,6 +99,13 @@ _LOAD_SNAPSHOT = (
     "SELECT version, state_data, created_at FROM snapshots WHERE stream_id = %(stream_id)s"
 )
 
+_POOL_DEFAULTS: dict[str, Any] = {
+    "pool_size": 5,
+    "max_overflow": 15,
+    "pool_timeout": 30,
+    "pool_recycle": 1800,
+}
+
 _ANY_RETRIES = 100
 """How often an ``ANY`` append is retried after losing a race (nothing was written)."""
 
@@ -119,6 +126,12 @@ class PostgresEventStore:
                 f"PostgresEventStore needs a SQLAlchemy Engine, not {type(engine).__name__}; "
                 "use PostgresEventStore.from_url(url) to build one from a URL"
             )
+        if engine.dialect.name != "postgresql" or engine.dialect.driver != "psycopg":
+            raise ValidationError(
+                f"PostgresEventStore needs a PostgreSQL engine on psycopg 3, not "
+                f"{engine.dialect.name}+{engine.dialect.driver}: build it from a "
+                "postgresql+psycopg:// URL"
+            )
         self.engine = engine
         self.codec = CborCodec(registry)
         self._owns_engine = False
@@ -128,10 +141,16 @@ class PostgresEventStore:
         cls, url: str | URL, registry: EventRegistry | None = None, **pool_options: Any
     ) -> PostgresEventStore:
         """A store with its own engine for ``url`` (``postgres://``, ``postgresql://``
-        or ``postgresql+psycopg://``). ``pool_options`` go to
-        :func:`sqlalchemy.create_engine` (``pool_size``, ``max_overflow``,
-        ``pool_timeout``, ``pool_recycle``, ``pool_pre_ping``, ...)."""
-        store = cls(create_engine(normalize_url(url), **pool_options), registry)
+        or ``postgresql+psycopg://``, query options passed to libpq).
+
+        ``pool_options`` go to :func:`sqlalchemy.create_engine` and override the
+        defaults, which follow the operations guide: ``pool_size=5``,
+        ``max_overflow=15`` (20 connections at most), ``pool_timeout=30``,
+        ``pool_recycle=1800``. Pass ``pool_pre_ping=True`` to test each pooled
+        connection before use (one extra round trip per call).
+        """
+        options = {**_POOL_DEFAULTS, **pool_options}
+        store = cls(create_engine(normalize_url(url), **options), registry)
         store._owns_engine = True
         return store
 

@@ -32,7 +32,7 @@ def normalize_url(url: str | URL) -> URL:
             raise ValidationError("the database URL is empty: pass postgresql://user@host/dbname")
         try:
             parsed = make_url(url.strip())
-        except ArgumentError as exc:
+        except (ArgumentError, ValueError) as exc:
             raise ValidationError(
                 f"cannot parse the database URL {_redact(url)!r}: "
                 "expected postgresql://user:password@host:5432/dbname"
@@ -74,5 +74,5 @@ def database_url_from_environment(
 def _redact(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return "<unparseable URL>"

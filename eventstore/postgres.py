@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
@@ -24,19 +25,11 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from eventstore._validation import (
-    check_identifier,
-    check_int,
-    check_limit,
-    check_range,
-    encode_batch,
-    expected_bounds,
-)
-from eventstore.codec import CborCodec
+from eventstore._base import BaseEventStore
+from eventstore._validation import EncodedEvent
 from eventstore.errors import ConcurrencyError, SchemaError, ValidationError
-from eventstore.records import ExpectedVersion, RecordedEvent, Snapshot, StreamState
+from eventstore.records import ExpectedVersion, StreamState
 from eventstore.registry import EventRegistry
-from eventstore.store import DEFAULT_BATCH_SIZE, paginate
 from eventstore.urls import normalize_url
 
 _APPEND = """
@@ -112,7 +105,7 @@ _ANY_RETRIES = 100
 Row = Sequence[Any]
 
 
-class PostgresEventStore:
+class PostgresEventStore(BaseEventStore):
     """An event store in PostgreSQL's ``events`` and ``snapshots`` tables.
 
     Build it with :meth:`from_url` (the store owns its engine; :meth:`close`
@@ -132,8 +125,8 @@ class PostgresEventStore:
                 f"{engine.dialect.name}+{engine.dialect.driver}: build it from a "
                 "postgresql+psycopg:// URL"
             )
+        super().__init__(registry)
         self.engine = engine
-        self.codec = CborCodec(registry)
         self._owns_engine = False
 
     @classmethod
@@ -154,11 +147,6 @@ class PostgresEventStore:
         store._owns_engine = True
         return store
 
-    @property
-    def registry(self) -> EventRegistry:
-        """The registry whose classes payloads are encoded and rebuilt with."""
-        return self.codec.registry
-
     def close(self) -> None:
         """Dispose the engine if this store built it; a shared engine is left open."""
         if self._owns_engine:
@@ -178,27 +166,17 @@ class PostgresEventStore:
     def __repr__(self) -> str:
         return f"PostgresEventStore({self.engine.url.render_as_string(hide_password=True)!r})"
 
-    # -- writing ----------------------------------------------------------------
+    # -- storage primitives ---------------------------------------------------------
 
-    def append_events(
+    def _append(
         self,
         stream_id: str,
-        events: Sequence[Any],
-        *,
+        batch: list[EncodedEvent],
         expected_version: ExpectedVersion,
-        connection: Connection | None = None,
+        lowest: int,
+        highest: int,
+        connection: Connection | None,
     ) -> int:
-        """Append ``events`` atomically if the stream is at ``expected_version``.
-
-        Returns the stream's new version. Raises :class:`ConcurrencyError` when
-        the stream is elsewhere or a racing writer got there first (nothing is
-        written), :class:`ValidationError` / :class:`SerializationError` for bad
-        input (checked before the database is touched), :class:`SchemaError`
-        when the tables are missing.
-        """
-        check_identifier(stream_id, "stream_id")
-        lowest, highest = expected_bounds(expected_version)
-        batch = encode_batch(events, self.codec)
         params: dict[str, Any] = {
             "stream_id": stream_id,
             "lowest": Int8(lowest),
@@ -232,110 +210,32 @@ class PostgresEventStore:
             stream_id, expected_version, self._stream_version(stream_id, connection)
         )
 
-    def save_snapshot(
-        self, stream_id: str, version: int, state: Any, connection: Connection | None = None
-    ) -> bool:
-        """UPSERT the stream's snapshot unless one at ``version`` or newer is kept.
-
-        Returns True when written, False when the kept snapshot is as new or
-        newer. Raises :class:`ValidationError` when ``version`` is past the
-        stream's last event, :class:`SerializationError` when ``state`` cannot be
-        encoded.
-        """
-        check_identifier(stream_id, "stream_id")
-        check_int(version, "version", minimum=1)
-        params = {
-            "stream_id": stream_id,
-            "version": Int8(version),
-            "state": self.codec.encode(state),
-        }
-        written, head = self._fetch(_SAVE_SNAPSHOT, params, connection)[0]
-        if not written and head < version:
-            raise ValidationError(
-                f"cannot snapshot stream {stream_id!r} at version {version}: "
-                f"its last event is version {head}"
-            )
-        return bool(written)
-
-    # -- reading ----------------------------------------------------------------
-
-    def load_events(
-        self,
-        stream_id: str,
-        *,
-        from_version: int = 1,
-        to_version: int | None = None,
-        limit: int | None = None,
-        connection: Connection | None = None,
-    ) -> list[RecordedEvent]:
-        """Events ``from_version`` to ``to_version`` (inclusive), oldest first, at
-        most ``limit``; ``[]`` for a missing stream. Raises
-        :class:`DeserializationError` for a payload that cannot be decoded."""
-        check_identifier(stream_id, "stream_id")
-        low, high = check_range(from_version, to_version)
-        return self._load(stream_id, low, high, check_limit(limit), connection)
-
-    def iter_events(
-        self,
-        stream_id: str,
-        *,
-        from_version: int = 1,
-        to_version: int | None = None,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-    ) -> Iterator[RecordedEvent]:
-        """Like :meth:`load_events`, fetched in pages of ``batch_size`` events so a
-        stream of any length is read in bounded memory. Arguments are checked
-        when the call is made, not at the first ``next()``."""
-        check_identifier(stream_id, "stream_id")
-        low, high = check_range(from_version, to_version)
-        check_int(batch_size, "batch_size", minimum=1)
-        return paginate(
-            lambda lo, hi, n: self._load(stream_id, lo, hi, n, None), low, high, batch_size
-        )
-
-    def stream_version(self, stream_id: str) -> int:
-        """The version of the stream's last event; 0 when it has none."""
-        check_identifier(stream_id, "stream_id")
-        return self._stream_version(stream_id, None)
-
-    def load_snapshot(self, stream_id: str) -> Snapshot | None:
-        """The stream's snapshot, or None. Raises :class:`DeserializationError`
-        when the stored state cannot be decoded."""
-        check_identifier(stream_id, "stream_id")
-        rows = self._fetch(_LOAD_SNAPSHOT, {"stream_id": stream_id}, None)
-        if not rows:
-            return None
-        version, state_data, created_at = rows[0]
-        state = self.codec.decode_state(stream_id, version, state_data)
-        return Snapshot(stream_id, version, state, created_at)
-
-    # -- plumbing ---------------------------------------------------------------
-
-    def _load(
+    def _load_rows(
         self, stream_id: str, low: int, high: int, limit: int | None, connection: Connection | None
-    ) -> list[RecordedEvent]:
+    ) -> list[Row]:
         params = {
             "stream_id": stream_id,
             "low": Int8(low),
             "high": Int8(high),
             "limit": None if limit is None else Int8(limit),
         }
-        rows = self._fetch(_LOAD, params, connection)
-        decode = self.codec.decode_event_data
-        return [
-            RecordedEvent(
-                stream_id,
-                version,
-                event_type,
-                decode(stream_id, version, event_type, event_data),
-                metadata,
-                created_at,
-            )
-            for version, event_type, event_data, metadata, created_at in rows
-        ]
+        return self._fetch(_LOAD, params, connection)
 
     def _stream_version(self, stream_id: str, connection: Connection | None) -> int:
         return int(self._fetch(_STREAM_VERSION, {"stream_id": stream_id}, connection)[0][0])
+
+    def _save_snapshot(
+        self, stream_id: str, version: int, state: bytes, connection: Connection | None
+    ) -> tuple[bool, int]:
+        params = {"stream_id": stream_id, "version": Int8(version), "state": state}
+        written, head = self._fetch(_SAVE_SNAPSHOT, params, connection)[0]
+        return bool(written), int(head)
+
+    def _load_snapshot(self, stream_id: str) -> tuple[int, bytes, datetime] | None:
+        rows = self._fetch(_LOAD_SNAPSHOT, {"stream_id": stream_id}, None)
+        return None if not rows else (rows[0][0], rows[0][1], rows[0][2])
+
+    # -- plumbing ---------------------------------------------------------------------
 
     def _fetch(
         self,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol, runtime_checkable
 
 from eventstore.codec import CborCodec
@@ -23,7 +23,7 @@ class EventStore(Protocol):
     def append_events(
         self,
         stream_id: str,
-        events: Sequence[Any],
+        events: Iterable[Any],
         *,
         expected_version: ExpectedVersion,
         connection: Any = None,

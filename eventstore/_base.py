@@ -1,0 +1,191 @@
+"""The half of every store that is the same everywhere: argument checks, encoding,
+decoding and paging. Backends supply the storage primitives."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from eventstore._validation import (
+    EncodedEvent,
+    check_identifier,
+    check_int,
+    check_limit,
+    check_range,
+    encode_batch,
+    expected_bounds,
+)
+from eventstore.codec import CborCodec
+from eventstore.errors import ValidationError
+from eventstore.records import ExpectedVersion, RecordedEvent, Snapshot
+from eventstore.registry import EventRegistry
+from eventstore.store import DEFAULT_BATCH_SIZE, paginate
+
+StoredEventRow = Sequence[Any]
+"""``(version, event_type, event_data, metadata, created_at)`` as a backend returns it."""
+
+
+class BaseEventStore(ABC):
+    """The public contract of :class:`eventstore.EventStore`, written once.
+
+    Every argument is checked and every payload encoded before a primitive is
+    called, so a bad call never reaches storage.
+    """
+
+    def __init__(self, registry: EventRegistry | None = None) -> None:
+        self.codec = CborCodec(registry)
+
+    @property
+    def registry(self) -> EventRegistry:
+        """The registry whose classes payloads are encoded and rebuilt with."""
+        return self.codec.registry
+
+    def append_events(
+        self,
+        stream_id: str,
+        events: Iterable[Any],
+        *,
+        expected_version: ExpectedVersion,
+        connection: Any = None,
+    ) -> int:
+        """Append ``events`` atomically if the stream is at ``expected_version``.
+
+        ``events`` holds :class:`NewEvent` objects or instances of registered
+        dataclasses. Returns the stream's new version. Raises
+        :class:`ConcurrencyError` when the stream is elsewhere or a racing writer
+        got there first, :class:`ValidationError` / :class:`SerializationError`
+        for bad input (checked before storage is touched); nothing is written
+        then.
+        """
+        check_identifier(stream_id, "stream_id")
+        lowest, highest = expected_bounds(expected_version)
+        batch = encode_batch(events, self.codec)
+        return self._append(stream_id, batch, expected_version, lowest, highest, connection)
+
+    def load_events(
+        self,
+        stream_id: str,
+        *,
+        from_version: int = 1,
+        to_version: int | None = None,
+        limit: int | None = None,
+        connection: Any = None,
+    ) -> list[RecordedEvent]:
+        """Events ``from_version`` to ``to_version`` (inclusive), oldest first, at
+        most ``limit``; ``[]`` for a missing stream. Raises
+        :class:`DeserializationError` for a payload that cannot be decoded."""
+        check_identifier(stream_id, "stream_id")
+        low, high = check_range(from_version, to_version)
+        return self._load(stream_id, low, high, check_limit(limit), connection)
+
+    def iter_events(
+        self,
+        stream_id: str,
+        *,
+        from_version: int = 1,
+        to_version: int | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> Iterator[RecordedEvent]:
+        """Like :meth:`load_events`, fetched in pages of ``batch_size`` events so a
+        stream of any length is read in bounded memory. Arguments are checked
+        when the call is made, not at the first ``next()``."""
+        check_identifier(stream_id, "stream_id")
+        low, high = check_range(from_version, to_version)
+        check_int(batch_size, "batch_size", minimum=1)
+        return paginate(
+            lambda lo, hi, n: self._load(stream_id, lo, hi, n, None), low, high, batch_size
+        )
+
+    def stream_version(self, stream_id: str) -> int:
+        """The version of the stream's last event; 0 when it has none."""
+        check_identifier(stream_id, "stream_id")
+        return self._stream_version(stream_id, None)
+
+    def save_snapshot(
+        self, stream_id: str, version: int, state: Any, connection: Any = None
+    ) -> bool:
+        """Store ``state`` as of ``version`` unless a snapshot as new or newer is kept.
+
+        Returns True when written, False when the kept snapshot is at the same or
+        a newer version (an older snapshot never replaces a newer one). Raises
+        :class:`ValidationError` when ``version`` is past the stream's last
+        event, :class:`SerializationError` when ``state`` cannot be encoded.
+        """
+        check_identifier(stream_id, "stream_id")
+        check_int(version, "version", minimum=1)
+        written, head = self._save_snapshot(
+            stream_id, version, self.codec.encode(state), connection
+        )
+        if not written and head < version:
+            raise ValidationError(
+                f"cannot snapshot stream {stream_id!r} at version {version}: "
+                f"its last event is version {head}"
+            )
+        return written
+
+    def load_snapshot(self, stream_id: str) -> Snapshot | None:
+        """The stream's snapshot, or None. Raises :class:`DeserializationError`
+        when the stored state cannot be decoded."""
+        check_identifier(stream_id, "stream_id")
+        stored = self._load_snapshot(stream_id)
+        if stored is None:
+            return None
+        version, state_data, created_at = stored
+        state = self.codec.decode_state(stream_id, version, state_data)
+        return Snapshot(stream_id, version, state, created_at)
+
+    def _load(
+        self, stream_id: str, low: int, high: int, limit: int | None, connection: Any
+    ) -> list[RecordedEvent]:
+        decode = self.codec.decode_event_data
+        return [
+            RecordedEvent(
+                stream_id,
+                version,
+                event_type,
+                decode(stream_id, version, event_type, event_data),
+                metadata,
+                created_at,
+            )
+            for version, event_type, event_data, metadata, created_at in self._load_rows(
+                stream_id, low, high, limit, connection
+            )
+        ]
+
+    # -- the storage primitives a backend implements ---------------------------------
+
+    @abstractmethod
+    def _append(
+        self,
+        stream_id: str,
+        batch: list[EncodedEvent],
+        expected_version: ExpectedVersion,
+        lowest: int,
+        highest: int,
+        connection: Any,
+    ) -> int:
+        """Store ``batch`` after the stream's head if the head lies in
+        ``[lowest, highest]``; return the new head or raise ConcurrencyError."""
+
+    @abstractmethod
+    def _load_rows(
+        self, stream_id: str, low: int, high: int, limit: int | None, connection: Any
+    ) -> Iterable[StoredEventRow]:
+        """The stored rows of versions ``low..high``, oldest first, at most ``limit``."""
+
+    @abstractmethod
+    def _stream_version(self, stream_id: str, connection: Any) -> int:
+        """The stream's head version (0 for none)."""
+
+    @abstractmethod
+    def _save_snapshot(
+        self, stream_id: str, version: int, state: bytes, connection: Any
+    ) -> tuple[bool, int]:
+        """Keep ``state`` unless the head is below ``version`` or a snapshot at
+        ``version`` or newer exists; return ``(written, head)``."""
+
+    @abstractmethod
+    def _load_snapshot(self, stream_id: str) -> tuple[int, bytes, datetime] | None:
+        """The stored ``(version, state, created_at)``, or None."""

@@ -11,18 +11,22 @@ from eventstore.errors import (
     ConcurrencyError,
     DeserializationError,
     EventStoreError,
+    ProjectionLockedError,
     SchemaError,
     SerializationError,
     ValidationError,
 )
+from eventstore.feed import Subscription
 from eventstore.memory import InMemoryEventStore
 from eventstore.postgres import PostgresEventStore
+from eventstore.projections import Projection, ProjectionRunner
 from eventstore.records import (
     ANY,
     NO_STREAM,
     STREAM_EXISTS,
     ExpectedVersion,
     NewEvent,
+    Position,
     RecordedEvent,
     Snapshot,
     StreamState,
@@ -46,13 +50,18 @@ __all__ = [
     "ExpectedVersion",
     "InMemoryEventStore",
     "NewEvent",
+    "Position",
     "PostgresEventStore",
+    "Projection",
+    "ProjectionLockedError",
+    "ProjectionRunner",
     "RecordedEvent",
     "Repository",
     "SchemaError",
     "SerializationError",
     "Snapshot",
     "StreamState",
+    "Subscription",
     "ValidationError",
     "__version__",
 ]

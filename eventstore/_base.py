@@ -19,12 +19,24 @@ from eventstore._validation import (
 )
 from eventstore.codec import CborCodec
 from eventstore.errors import ValidationError
-from eventstore.records import ExpectedVersion, RecordedEvent, Snapshot
+from eventstore.feed import (
+    DEFAULT_POLL_INTERVAL,
+    ReadPage,
+    Subscription,
+    Waiter,
+    check_after,
+    check_feed_filter,
+    check_poll_interval,
+    page_through,
+)
+from eventstore.projections import ProjectionSession
+from eventstore.records import ExpectedVersion, Position, RecordedEvent, Snapshot
 from eventstore.registry import EventRegistry
 from eventstore.store import DEFAULT_BATCH_SIZE, paginate
 
 StoredEventRow = Sequence[Any]
-"""``(version, event_type, event_data, metadata, created_at)`` as a backend returns it."""
+"""``(stream_id, version, event_type, event_data, metadata, created_at,
+transaction_id, sequence)`` as a backend returns it."""
 
 
 class BaseEventStore(ABC):
@@ -136,9 +148,80 @@ class BaseEventStore(ABC):
         state = self.codec.decode_state(stream_id, version, state_data)
         return Snapshot(stream_id, version, state, created_at)
 
+    # -- the global feed --------------------------------------------------------------
+
+    def read_all(
+        self,
+        *,
+        after: Position | None = None,
+        limit: int = DEFAULT_BATCH_SIZE,
+        event_types: Iterable[str] | None = None,
+        stream_prefix: str | None = None,
+    ) -> list[RecordedEvent]:
+        """Events of every stream in feed order, strictly after ``after``.
+
+        At most ``limit`` events, only those of ``event_types`` (None: all) in
+        streams whose id starts with ``stream_prefix`` (a plain prefix). Fewer
+        than ``limit`` events means the reader has reached the visible end. On
+        PostgreSQL an event becomes visible once every transaction older than
+        its own has ended, so a late commit never lands behind a checkpoint.
+        """
+        start = check_after(after)
+        check_int(limit, "limit", minimum=1)
+        types, prefix = check_feed_filter(event_types, stream_prefix)
+        return self._events(self._feed_rows(start, limit, types, prefix, None))
+
+    def iter_all(
+        self,
+        *,
+        after: Position | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        event_types: Iterable[str] | None = None,
+        stream_prefix: str | None = None,
+    ) -> Iterator[RecordedEvent]:
+        """Like :meth:`read_all` up to the visible end, in pages of ``batch_size``."""
+        start = check_after(after)
+        check_int(batch_size, "batch_size", minimum=1)
+        types, prefix = check_feed_filter(event_types, stream_prefix)
+        return page_through(self._feed_reader(types, prefix), start, batch_size)
+
+    def subscribe(
+        self,
+        *,
+        after: Position | None = None,
+        event_types: Iterable[str] | None = None,
+        stream_prefix: str | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+    ) -> Subscription:
+        """An iterator that catches up from ``after``, then follows new events.
+
+        Woken by the backend when events are appended, and polling every
+        ``poll_interval`` seconds in case a wake-up is lost. Call ``stop()``
+        (from any thread) or leave its ``with`` block to end it.
+        """
+        start = check_after(after)
+        check_int(batch_size, "batch_size", minimum=1)
+        interval = check_poll_interval(poll_interval)
+        types, prefix = check_feed_filter(event_types, stream_prefix)
+        return Subscription(
+            self._feed_reader(types, prefix),
+            self._waiter(),
+            after=start,
+            batch_size=batch_size,
+            poll_interval=interval,
+            retryable=self._retryable_errors,
+        )
+
+    def _feed_reader(self, types: list[str] | None, prefix: str | None) -> ReadPage:
+        return lambda after, limit: self._events(self._feed_rows(after, limit, types, prefix, None))
+
     def _load(
         self, stream_id: str, low: int, high: int, limit: int | None, connection: Any
     ) -> list[RecordedEvent]:
+        return self._events(self._load_rows(stream_id, low, high, limit, connection))
+
+    def _events(self, rows: Iterable[StoredEventRow]) -> list[RecordedEvent]:
         decode = self.codec.decode_event_data
         return [
             RecordedEvent(
@@ -148,10 +231,18 @@ class BaseEventStore(ABC):
                 decode(stream_id, version, event_type, event_data),
                 metadata,
                 created_at,
+                Position(transaction_id, sequence),
             )
-            for version, event_type, event_data, metadata, created_at in self._load_rows(
-                stream_id, low, high, limit, connection
-            )
+            for (
+                stream_id,
+                version,
+                event_type,
+                event_data,
+                metadata,
+                created_at,
+                transaction_id,
+                sequence,
+            ) in rows
         ]
 
     # -- the storage primitives a backend implements ---------------------------------
@@ -174,6 +265,32 @@ class BaseEventStore(ABC):
         self, stream_id: str, low: int, high: int, limit: int | None, connection: Any
     ) -> Iterable[StoredEventRow]:
         """The stored rows of versions ``low..high``, oldest first, at most ``limit``."""
+
+    @abstractmethod
+    def _feed_rows(
+        self,
+        after: Position | None,
+        limit: int,
+        event_types: list[str] | None,
+        stream_prefix: str | None,
+        connection: Any,
+    ) -> Iterable[StoredEventRow]:
+        """The visible rows of the feed after ``after`` in feed order, filtered."""
+
+    @abstractmethod
+    def _waiter(self) -> Waiter:
+        """A new waiter that wakes when events are appended."""
+
+    _retryable_errors: tuple[type[BaseException], ...] = ()
+    """Errors a subscription retries after (a lost connection)."""
+
+    @abstractmethod
+    def _projection_session(self, name: str, lock_timeout: float | None) -> ProjectionSession:
+        """Take the projection's lock (ProjectionLockedError after ``lock_timeout``)."""
+
+    @abstractmethod
+    def _projection_checkpoint(self, name: str) -> Position | None:
+        """The projection's committed checkpoint, read without its lock."""
 
     @abstractmethod
     def _stream_version(self, stream_id: str, connection: Any) -> int:

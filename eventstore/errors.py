@@ -8,6 +8,7 @@ Every error the library raises derives from :class:`EventStoreError`::
      +-- DeserializationError   stored bytes cannot be decoded
      +-- SchemaError            the tables are missing or not at the expected revision
      +-- ValidationError        a bad argument (also a ValueError); nothing was written
+ +-- ProjectionLockedError  another runner holds a projection's lock
 
 Database errors are translated where the library can say something useful and
 chained with ``raise ... from``; anything else propagates as SQLAlchemy or psycopg
@@ -61,3 +62,7 @@ class SchemaError(EventStoreError):
 
 class ValidationError(EventStoreError, ValueError):
     """An argument is invalid; the call was refused before anything was written."""
+
+
+class ProjectionLockedError(EventStoreError):
+    """Another runner holds the projection's lock and did not release it in time."""

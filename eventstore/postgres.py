@@ -12,27 +12,44 @@ int4 or int8 by value, and each combination of types is prepared separately.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from types import TracebackType
 from typing import Any
 
 import psycopg
 import psycopg.errors
+import sqlalchemy.exc
 from psycopg.types.numeric import Int8
 from sqlalchemy import create_engine
-from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.engine import URL, Connection, CursorResult, Engine
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import PoolProxiedConnection
 
 from eventstore._base import BaseEventStore
 from eventstore._validation import EncodedEvent
-from eventstore.errors import ConcurrencyError, SchemaError, ValidationError
-from eventstore.records import ExpectedVersion, StreamState
+from eventstore.errors import (
+    ConcurrencyError,
+    ProjectionLockedError,
+    SchemaError,
+    ValidationError,
+)
+from eventstore.projections import ProjectionSession
+from eventstore.records import ExpectedVersion, Position, RecordedEvent, StreamState
 from eventstore.registry import EventRegistry
 from eventstore.urls import normalize_url
 
-_APPEND = """
+NOTIFY_CHANNEL = "eventstore_events"
+"""The channel every append notifies (in its own transaction) and subscribers listen on."""
+
+_NOTIFY_IF_INSERTED = (
+    f"CASE WHEN EXISTS (SELECT 1 FROM inserted) THEN pg_notify('{NOTIFY_CHANNEL}', '') END"
+)
+
+_APPEND = f"""
 WITH head AS (
     SELECT coalesce(max(version), 0) AS version FROM events WHERE stream_id = %(stream_id)s
 ), inserted AS (
@@ -45,11 +62,12 @@ WITH head AS (
     WHERE head.version BETWEEN %(lowest)s::bigint AND %(highest)s::bigint
     RETURNING version
 )
-SELECT (SELECT max(version) FROM inserted), (SELECT version FROM head)
+SELECT (SELECT max(version) FROM inserted), (SELECT version FROM head),
+       {_NOTIFY_IF_INSERTED}
 """
 
 # One event needs no unnest: about a third cheaper on the server.
-_APPEND_ONE = """
+_APPEND_ONE = f"""
 WITH head AS (
     SELECT coalesce(max(version), 0) AS version FROM events WHERE stream_id = %(stream_id)s
 ), inserted AS (
@@ -59,15 +77,49 @@ WITH head AS (
     WHERE head.version BETWEEN %(lowest)s::bigint AND %(highest)s::bigint
     RETURNING version
 )
-SELECT (SELECT version FROM inserted), (SELECT version FROM head)
+SELECT (SELECT version FROM inserted), (SELECT version FROM head),
+       {_NOTIFY_IF_INSERTED}
 """
 
-_LOAD = """
-SELECT version, event_type, event_data, metadata, created_at FROM events
+_EVENT_COLUMNS = """stream_id, version, event_type, event_data, metadata, created_at,
+       transaction_id::text::bigint, position"""
+
+_LOAD = f"""
+SELECT {_EVENT_COLUMNS} FROM events
 WHERE stream_id = %(stream_id)s AND version BETWEEN %(low)s::bigint AND %(high)s::bigint
 ORDER BY version
 LIMIT %(limit)s::bigint
 """
+
+# The feed: only rows of transactions older than every running one are final, so
+# reading below pg_snapshot_xmin in (transaction_id, position) order never skips.
+_READ_ALL = f"""
+SELECT {_EVENT_COLUMNS} FROM events
+WHERE (transaction_id, position) > (%(after_xid)s::text::xid8, %(after_position)s::bigint)
+  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+  AND (%(types)s::text[] IS NULL OR event_type = ANY(%(types)s::text[]))
+  AND (%(prefix)s::text IS NULL OR starts_with(stream_id, %(prefix)s::text))
+ORDER BY transaction_id, position
+LIMIT %(limit)s::bigint
+"""
+
+_PROJECTION_LOCK_NAMESPACE = 0x4553
+"""First key of the two-key advisory locks that guard projections ("ES")."""
+
+_LOCK_PROJECTION = "SELECT pg_advisory_lock(%(namespace)s, hashtext(%(name)s))"
+_UNLOCK_PROJECTION = "SELECT pg_advisory_unlock(%(namespace)s, hashtext(%(name)s))"
+_LOAD_CHECKPOINT = (
+    "SELECT transaction_id, position FROM projection_checkpoints WHERE name = %(name)s"
+)
+_SAVE_CHECKPOINT = """
+INSERT INTO projection_checkpoints (name, transaction_id, position)
+VALUES (%(name)s, %(transaction_id)s, %(position)s)
+ON CONFLICT (name) DO UPDATE
+    SET transaction_id = EXCLUDED.transaction_id,
+        position = EXCLUDED.position,
+        updated_at = now()
+"""
+_DELETE_CHECKPOINT = "DELETE FROM projection_checkpoints WHERE name = %(name)s"
 
 _STREAM_VERSION = "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = %(stream_id)s"
 
@@ -100,6 +152,9 @@ _POOL_DEFAULTS: dict[str, Any] = {
 }
 
 _ANY_RETRIES = 100
+
+_RECONNECT_DELAY = 0.5
+"""Pause between attempts to re-establish a lost LISTEN connection."""
 """How often an ``ANY`` append is retried after losing a race (nothing was written)."""
 
 Row = Sequence[Any]
@@ -194,7 +249,7 @@ class PostgresEventStore(BaseEventStore):
             )
         for _ in range(_ANY_RETRIES):
             try:
-                new_version, head = self._fetch(statement, params, connection, savepoint=True)[0]
+                new_version, head, _ = self._fetch(statement, params, connection, savepoint=True)[0]
             except psycopg.errors.UniqueViolation:
                 # A racing writer committed the same versions first; our statement
                 # wrote nothing. With ANY, try again on top of the new head.
@@ -235,6 +290,38 @@ class PostgresEventStore(BaseEventStore):
         rows = self._fetch(_LOAD_SNAPSHOT, {"stream_id": stream_id}, None)
         return None if not rows else (rows[0][0], rows[0][1], rows[0][2])
 
+    def _feed_rows(
+        self,
+        after: Position | None,
+        limit: int,
+        event_types: list[str] | None,
+        stream_prefix: str | None,
+        connection: Connection | None,
+    ) -> list[Row]:
+        params = {
+            "after_xid": "0" if after is None else str(after.transaction_id),
+            "after_position": Int8(0 if after is None else after.sequence),
+            "types": event_types,
+            "prefix": stream_prefix,
+            "limit": Int8(limit),
+        }
+        return self._fetch(_READ_ALL, params, connection)
+
+    def _waiter(self) -> ListenWaiter:
+        return ListenWaiter(self.engine)
+
+    _retryable_errors: tuple[type[BaseException], ...] = (
+        psycopg.OperationalError,
+        sqlalchemy.exc.OperationalError,
+    )
+
+    def _projection_session(self, name: str, lock_timeout: float | None) -> ProjectionSession:
+        return _PostgresProjectionSession(self, name, lock_timeout)
+
+    def _projection_checkpoint(self, name: str) -> Position | None:
+        rows = self._fetch(_LOAD_CHECKPOINT, {"name": name}, None)
+        return Position(rows[0][0], rows[0][1]) if rows else None
+
     # -- plumbing ---------------------------------------------------------------------
 
     def _fetch(
@@ -254,7 +341,8 @@ class PostgresEventStore(BaseEventStore):
         try:
             if connection is None:
                 with self._autocommit_connection() as driver:
-                    return driver.execute(sql, params, prepare=True).fetchall()
+                    cursor = driver.execute(sql, params, prepare=True)
+                    return cursor.fetchall() if cursor.description is not None else []
             if not isinstance(connection, Connection):
                 raise ValidationError(
                     f"connection must be a SQLAlchemy Connection, not {type(connection).__name__}"
@@ -262,16 +350,17 @@ class PostgresEventStore(BaseEventStore):
             try:
                 if savepoint:
                     with connection.begin_nested():
-                        return list(connection.exec_driver_sql(sql, params).fetchall())
-                return list(connection.exec_driver_sql(sql, params).fetchall())
+                        return _rows(connection.exec_driver_sql(sql, params))
+                return _rows(connection.exec_driver_sql(sql, params))
             except DBAPIError as exc:
                 if isinstance(exc.orig, psycopg.Error):
                     # One kind of error on both paths: psycopg's, as the fast path raises.
                     raise exc.orig from None
                 raise
-        except psycopg.errors.UndefinedTable as exc:
+        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
             raise SchemaError(
-                f"the event store tables are missing ({exc.diag.message_primary}): "
+                f"the event store schema is missing or out of date "
+                f"({exc.diag.message_primary}): "
                 "run `alembic upgrade head` or eventstore.migrations.upgrade(url)"
             ) from exc
 
@@ -295,3 +384,167 @@ class PostgresEventStore(BaseEventStore):
             raise
         finally:
             pooled.close()
+
+
+class ListenWaiter:
+    """Wakes a subscription on NOTIFY, from a pooled connection held with LISTEN.
+
+    A lost connection is replaced on the next wait (and that wait returns at
+    once, since notifications may have been missed meanwhile); until then the
+    subscription polls.
+    """
+
+    _SLICE = 0.1
+    """Longest single block, so that a stop request is seen promptly."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._pooled: PoolProxiedConnection | None = None
+        self._listen()
+
+    def arm(self) -> None:
+        """LISTEN queues notifications, so nothing is missed between waits."""
+
+    def wait(self, timeout: float, stop: threading.Event) -> None:
+        """Block until a notification, ``timeout`` seconds, or ``stop``."""
+        deadline = time.monotonic() + timeout
+        while not stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if self._pooled is None:
+                if self._listen():
+                    return
+                stop.wait(min(remaining, _RECONNECT_DELAY))
+                continue
+            driver = self._driver()
+            try:
+                for _ in driver.notifies(timeout=min(remaining, self._SLICE), stop_after=1):
+                    return
+            except psycopg.OperationalError:
+                self._drop()
+
+    def close(self) -> None:
+        """UNLISTEN and return the connection to the pool."""
+        pooled, self._pooled = self._pooled, None
+        if pooled is None:
+            return
+        driver = pooled.driver_connection
+        try:
+            driver.execute("UNLISTEN *")  # type: ignore[union-attr]
+            driver.autocommit = False  # type: ignore[union-attr]
+        except psycopg.Error:
+            pooled.invalidate()
+        pooled.close()
+
+    def _listen(self) -> bool:
+        try:
+            pooled = self._engine.raw_connection()
+        except (psycopg.OperationalError, sqlalchemy.exc.OperationalError):
+            return False
+        driver: psycopg.Connection[Any] = pooled.driver_connection  # type: ignore[assignment]
+        try:
+            driver.autocommit = True
+            driver.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        except psycopg.Error:
+            pooled.invalidate()
+            pooled.close()
+            return False
+        self._pooled = pooled
+        return True
+
+    def _driver(self) -> psycopg.Connection[Any]:
+        assert self._pooled is not None
+        return self._pooled.driver_connection  # type: ignore[return-value]
+
+    def _drop(self) -> None:
+        pooled, self._pooled = self._pooled, None
+        if pooled is not None:
+            pooled.invalidate()
+            pooled.close()
+
+
+class _PostgresProjectionSession:
+    """A dedicated connection holding a projection's session-level advisory lock.
+
+    Batches run as transactions on the same connection, so if it dies the lock
+    goes with it and the open batch can never commit.
+    """
+
+    checkpoint_each_event = False
+    retryable: tuple[type[BaseException], ...] = PostgresEventStore._retryable_errors
+
+    def __init__(self, store: PostgresEventStore, name: str, lock_timeout: float | None) -> None:
+        self._store = store
+        self._name = name
+        self._lock_params = {"namespace": _PROJECTION_LOCK_NAMESPACE, "name": name}
+        self._connection = store.engine.connect()
+        try:
+            with self._connection.begin():
+                timeout_ms = 0 if lock_timeout is None else max(1, int(lock_timeout * 1000))
+                self._connection.exec_driver_sql(f"SET LOCAL lock_timeout = {timeout_ms}")
+                self._connection.exec_driver_sql(_LOCK_PROJECTION, self._lock_params)
+        except sqlalchemy.exc.OperationalError as exc:
+            self._connection.close()
+            if isinstance(exc.orig, psycopg.errors.LockNotAvailable):
+                raise ProjectionLockedError(
+                    f"projection {name!r} is being run elsewhere (no lock after "
+                    f"{lock_timeout} s): stop the other runner or wait for it"
+                ) from None
+            raise
+        except BaseException:
+            self._connection.close()
+            raise
+
+    def transaction(self) -> AbstractContextManager[Connection]:
+        return _begin(self._connection)
+
+    def load_checkpoint(self, connection: Connection) -> Position | None:
+        rows = self._store._fetch(_LOAD_CHECKPOINT, {"name": self._name}, connection)
+        return Position(rows[0][0], rows[0][1]) if rows else None
+
+    def save_checkpoint(self, connection: Connection, position: Position) -> None:
+        params = {
+            "name": self._name,
+            "transaction_id": Int8(position.transaction_id),
+            "position": Int8(position.sequence),
+        }
+        self._store._fetch(_SAVE_CHECKPOINT, params, connection)
+
+    def delete_checkpoint(self, connection: Connection) -> None:
+        self._store._fetch(_DELETE_CHECKPOINT, {"name": self._name}, connection)
+
+    def read(
+        self,
+        connection: Connection,
+        after: Position | None,
+        limit: int,
+        event_types: list[str] | None,
+    ) -> list[RecordedEvent]:
+        return self._store._events(
+            self._store._feed_rows(after, limit, event_types, None, connection)
+        )
+
+    def close(self) -> None:
+        connection = self._connection
+        if connection.closed:
+            return
+        try:
+            if connection.in_transaction():
+                connection.rollback()
+            connection.exec_driver_sql(_UNLOCK_PROJECTION, self._lock_params)
+            connection.commit()
+        except sqlalchemy.exc.DBAPIError:
+            connection.invalidate()
+        finally:
+            connection.close()
+
+
+def _rows(result: CursorResult[Any]) -> list[Row]:
+    return list(result.fetchall()) if result.returns_rows else []
+
+
+@contextmanager
+def _begin(connection: Connection) -> Iterator[Connection]:
+    with connection.begin():
+        yield connection

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+from eventstore.errors import ValidationError
+
 
 class StreamState(enum.Enum):
     """Expected-version conditions other than an exact version number."""
@@ -33,6 +35,30 @@ ExpectedVersion = int | StreamState
 """What ``append_events(..., expected_version=...)`` accepts."""
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class Position:
+    """A checkpoint in the global feed: where a reader has got to.
+
+    Ordered, hashable and picklable; ``str(position)`` gives a text form that
+    :meth:`parse` reads back, for storing checkpoints anywhere. Treat it as
+    opaque: positions have gaps and are not event counts.
+    """
+
+    transaction_id: int
+    sequence: int
+
+    def __str__(self) -> str:
+        return f"{self.transaction_id}-{self.sequence}"
+
+    @classmethod
+    def parse(cls, text: str) -> Position:
+        """The position whose ``str()`` is ``text``; ValidationError otherwise."""
+        parts = text.split("-") if isinstance(text, str) else []
+        if len(parts) != 2 or not all(part.isdigit() and part.isascii() for part in parts):
+            raise ValidationError(f"not a feed position: {text!r} (expected '<digits>-<digits>')")
+        return cls(int(parts[0]), int(parts[1]))
+
+
 @dataclass(frozen=True, slots=True)
 class NewEvent:
     """An event to append: its type name, its payload (CBOR-encodable) and
@@ -48,7 +74,8 @@ class RecordedEvent:
     """An event as stored: ``version`` counts from 1 within its stream.
 
     ``data`` is the decoded payload: an instance of the registered class when
-    ``event_type`` is registered, plain decoded CBOR otherwise.
+    ``event_type`` is registered, plain decoded CBOR otherwise. ``position`` is
+    the event's place in the global feed.
     """
 
     stream_id: str
@@ -57,6 +84,7 @@ class RecordedEvent:
     data: Any
     metadata: dict[str, Any] | None
     created_at: datetime
+    position: Position | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,10 +28,13 @@ from eventstore.errors import SchemaError, ValidationError
 REPO = Path(__file__).resolve().parents[1]
 ALEMBIC_INI = REPO / "alembic.ini"
 ALEMBIC_CLI = Path(sys.executable).with_name("alembic")
-HEAD = "eventstore_0001"
+FIRST = "eventstore_0001"
+HEAD = "eventstore_0002"
+TABLES_AT_HEAD = {"events", "snapshots", "projection_checkpoints", "eventstore_alembic_version"}
 
-# (column, data type, nullable, default) in table order, as in the guide.
-EVENTS_COLUMNS = [
+# (column, data type, nullable, default) in table order, as in the guide: what the
+# first revision creates.
+EVENTS_COLUMNS_OF_THE_GUIDE = [
     ("stream_id", "text", "NO", None),
     ("version", "bigint", "NO", None),
     ("event_type", "text", "NO", None),
@@ -39,6 +42,11 @@ EVENTS_COLUMNS = [
     ("metadata", "jsonb", "YES", None),
     ("created_at", "timestamp with time zone", "NO", "now()"),
 ]
+EVENTS_FEED_COLUMNS = [
+    ("position", "bigint", "NO", None),
+    ("transaction_id", "xid8", "NO", "pg_current_xact_id()"),
+]
+EVENTS_COLUMNS_AT_HEAD = EVENTS_COLUMNS_OF_THE_GUIDE + EVENTS_FEED_COLUMNS
 SNAPSHOTS_COLUMNS = [
     ("stream_id", "text", "NO", None),
     ("version", "bigint", "NO", None),
@@ -127,9 +135,9 @@ def schema_drift(engine: Engine) -> list[Any]:
 def test_upgrade_creates_the_events_table_of_the_guide(
     scratch_database_url: str, engine: Engine
 ) -> None:
-    migrations.upgrade(scratch_database_url)
+    migrations.upgrade(scratch_database_url, FIRST)
 
-    assert columns(engine, "events") == EVENTS_COLUMNS
+    assert columns(engine, "events") == EVENTS_COLUMNS_OF_THE_GUIDE
     assert constraints(engine, "events") == {"events_pkey": "PRIMARY KEY (stream_id, version)"}
     assert indexes(engine, "events") == {
         "events_pkey": (
@@ -145,7 +153,7 @@ def test_upgrade_creates_the_events_table_of_the_guide(
 def test_upgrade_creates_the_snapshots_table_of_the_guide(
     scratch_database_url: str, engine: Engine
 ) -> None:
-    migrations.upgrade(scratch_database_url)
+    migrations.upgrade(scratch_database_url, FIRST)
 
     assert columns(engine, "snapshots") == SNAPSHOTS_COLUMNS
     assert constraints(engine, "snapshots") == {"snapshots_pkey": "PRIMARY KEY (stream_id)"}
@@ -156,10 +164,72 @@ def test_upgrade_creates_the_snapshots_table_of_the_guide(
     }
 
 
-def test_upgrade_creates_only_the_two_tables_and_the_librarys_version_table(
+def test_feed_revision_adds_position_transaction_id_index_and_checkpoints(
     scratch_database_url: str, engine: Engine
 ) -> None:
     migrations.upgrade(scratch_database_url)
+
+    assert columns(engine, "events") == EVENTS_COLUMNS_AT_HEAD
+    assert indexes(engine, "events")["idx_events_feed"] == (
+        'CREATE INDEX idx_events_feed ON public.events USING btree (transaction_id, "position")'
+    )
+    assert public_tables(engine) == TABLES_AT_HEAD
+    assert constraints(engine, "projection_checkpoints") == {
+        "projection_checkpoints_pkey": "PRIMARY KEY (name)"
+    }
+
+
+def test_feed_revision_numbers_existing_events_in_a_stable_order_and_goes_down(
+    scratch_database_url: str, engine: Engine
+) -> None:
+    migrations.upgrade(scratch_database_url, FIRST)
+    with engine.begin() as connection:
+        for stream_id, version in [("b", 1), ("a", 1), ("a", 2), ("c", 1)]:
+            connection.execute(
+                sa.text(
+                    "INSERT INTO events (stream_id, version, event_type, event_data) "
+                    "VALUES (:s, :v, 'E', '\\x00')"
+                ),
+                {"s": stream_id, "v": version},
+            )
+
+    migrations.upgrade(scratch_database_url)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "INSERT INTO events (stream_id, version, event_type, event_data) "
+                "VALUES ('d', 1, 'E', '\\x00')"
+            )
+        )
+        rows = connection.execute(
+            sa.text(
+                "SELECT stream_id, version, position, transaction_id::text::bigint "
+                "FROM events ORDER BY transaction_id, position"
+            )
+        ).all()
+
+    # Old rows: numbered by (created_at, stream_id, version), one shared transaction id
+    # that orders them before anything written later.
+    assert [(r[0], r[1], r[2]) for r in rows] == [
+        ("a", 1, 1),
+        ("a", 2, 2),
+        ("b", 1, 3),
+        ("c", 1, 4),
+        ("d", 1, 5),
+    ]
+    assert len({r[3] for r in rows[:4]}) == 1
+    assert rows[4][3] > rows[0][3]
+
+    migrations.downgrade(scratch_database_url, FIRST)
+    assert [c[0] for c in columns(engine, "events")] == [c[0] for c in EVENTS_COLUMNS_OF_THE_GUIDE]
+    assert "projection_checkpoints" not in public_tables(engine)
+    assert migrations.current(scratch_database_url) == FIRST
+
+
+def test_upgrade_creates_only_the_two_tables_and_the_librarys_version_table(
+    scratch_database_url: str, engine: Engine
+) -> None:
+    migrations.upgrade(scratch_database_url, FIRST)
 
     assert public_tables(engine) == {"events", "snapshots", "eventstore_alembic_version"}
     assert migrations.VERSION_TABLE == "eventstore_alembic_version"
@@ -207,9 +277,9 @@ def test_first_revision_carries_the_eventstore_branch_label() -> None:
     labelled = scripts.get_revision(migrations.BRANCH_LABEL)
     head = scripts.get_revision(f"{migrations.BRANCH_LABEL}@head")
 
-    assert scripts.get_bases() == [HEAD]
+    assert scripts.get_bases() == [FIRST]
     assert labelled is not None
-    assert labelled.revision == HEAD
+    assert labelled.revision == FIRST
     assert labelled.branch_labels == {"eventstore"}
     assert head is not None
     assert head.revision == HEAD
@@ -261,7 +331,7 @@ def test_upgrade_downgrade_upgrade_round_trips(scratch_database_url: str, engine
     migrations.upgrade(scratch_database_url)
 
     assert migrations.current(scratch_database_url) == HEAD
-    assert columns(engine, "events") == EVENTS_COLUMNS
+    assert columns(engine, "events") == EVENTS_COLUMNS_AT_HEAD
     assert schema_drift(engine) == []
 
 
@@ -305,7 +375,7 @@ def test_upgrade_accepts_an_engine(scratch_database_url: str, engine: Engine) ->
     migrations.upgrade(engine)
 
     assert migrations.current(engine) == HEAD
-    assert public_tables(engine) == {"events", "snapshots", "eventstore_alembic_version"}
+    assert public_tables(engine) == TABLES_AT_HEAD
 
 
 def test_upgrade_accepts_an_autocommit_engine(scratch_database_url: str) -> None:
@@ -341,7 +411,7 @@ def test_a_failed_downgrade_leaves_the_schema_as_it_was(
         app_engine.dispose()
 
     assert migrations.current(scratch_database_url) == HEAD
-    assert public_tables(engine) == {"events", "snapshots", "eventstore_alembic_version"}
+    assert public_tables(engine) == TABLES_AT_HEAD
     assert schema_drift(engine) == []
 
 
@@ -539,7 +609,7 @@ def test_cli_upgrades_and_downgrades_with_each_url_form(
 
     up = run_alembic("upgrade", "head", cwd=tmp_path, database_url=url)
     assert up.returncode == 0, up.stderr
-    assert public_tables(engine) == {"events", "snapshots", "eventstore_alembic_version"}
+    assert public_tables(engine) == TABLES_AT_HEAD
 
     now = run_alembic("current", cwd=tmp_path, database_url=url)
     assert now.returncode == 0, now.stderr

@@ -24,7 +24,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 REPO = Path(__file__).resolve().parents[1]
-REVISION_FILE = "eventstore_0001_create_events_and_snapshots.py"
+REVISION_FILES = (
+    "eventstore_0001_create_events_and_snapshots.py",
+    "eventstore_0002_global_feed.py",
+)
 
 
 @dataclass(frozen=True)
@@ -84,9 +87,9 @@ def test_wheel_carries_the_migrations_and_type_information(
     assert {
         "eventstore/_alembic/env.py",
         "eventstore/_alembic/script.py.mako",
-        f"eventstore/_alembic/versions/{REVISION_FILE}",
         "eventstore/migrations.py",
         "eventstore/py.typed",
+        *(f"eventstore/_alembic/versions/{name}" for name in REVISION_FILES),
     } <= names
     # A top-level alembic/ in the wheel would shadow the Alembic library itself.
     assert not {name for name in names if name.startswith("alembic/")}
@@ -147,8 +150,13 @@ def test_installed_wheel_migrates_without_the_repository(
     assert Path(report["script_location"]).is_relative_to(site_packages)
     assert Path(report["script_location"]).parts[-2:] == ("eventstore", "_alembic")
     assert report["before"] is None
-    assert report["after_upgrade"] == "eventstore_0001"
-    assert report["tables_after_upgrade"] == ["events", "eventstore_alembic_version", "snapshots"]
+    assert report["after_upgrade"] == "eventstore_0002"
+    assert report["tables_after_upgrade"] == [
+        "events",
+        "eventstore_alembic_version",
+        "projection_checkpoints",
+        "snapshots",
+    ]
     assert report["after_downgrade"] is None
     assert report["tables_after_downgrade"] == ["eventstore_alembic_version"]
 
@@ -232,8 +240,14 @@ def test_host_application_merges_the_eventstore_branch_into_its_history(
     finally:
         engine.dispose()
 
-    assert only_eventstore == {"alembic_version", "events", "snapshots"}
-    assert everything == {"alembic_version", "events", "snapshots", "orders"}
-    assert versions == {"eventstore_0001", "host_0001"}
+    assert only_eventstore == {"alembic_version", "events", "snapshots", "projection_checkpoints"}
+    assert everything == {
+        "alembic_version",
+        "events",
+        "snapshots",
+        "projection_checkpoints",
+        "orders",
+    }
+    assert versions == {"eventstore_0002", "host_0001"}
     assert public_tables(scratch_database_url) == {"alembic_version", "orders"}
     assert versions_after_downgrade == {"host_0001"}

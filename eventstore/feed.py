@@ -1,0 +1,171 @@
+"""Following the global feed: argument checks, paging, and live subscriptions.
+
+A :class:`Subscription` catches up from a checkpoint, then waits for new
+events. What wakes it is the backend's :class:`Waiter` (LISTEN/NOTIFY on
+PostgreSQL, a condition variable in memory); polling every ``poll_interval``
+seconds keeps it correct when wake-ups are lost (poolers in transaction mode
+drop LISTEN).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import Protocol
+
+from eventstore._validation import check_int
+from eventstore.errors import ValidationError
+from eventstore.records import Position, RecordedEvent
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_POLL_INTERVAL = 1.0
+_RETRY_DELAY = 0.2
+"""Delay before retrying a read that failed for lost connection."""
+
+ReadPage = Callable[[Position | None, int], list[RecordedEvent]]
+"""``read_page(after, limit)``: the next events of the feed, oldest first."""
+
+
+class Waiter(Protocol):
+    """Blocks a subscription until the feed may have grown."""
+
+    def arm(self) -> None:
+        """Called before each read: a change after this must end the next wait."""
+
+    def wait(self, timeout: float, stop: threading.Event) -> None:
+        """Return when woken, after ``timeout`` seconds, or soon after ``stop`` is set."""
+
+    def close(self) -> None:
+        """Release whatever the waiter holds (a connection)."""
+
+
+def check_feed_filter(
+    event_types: Iterable[str] | None, stream_prefix: str | None
+) -> tuple[list[str] | None, str | None]:
+    """Validate the feed filters: a non-empty collection of str, a str prefix."""
+    types: list[str] | None = None
+    if event_types is not None:
+        if isinstance(event_types, str) or not isinstance(event_types, Iterable):
+            raise ValidationError(
+                f"event_types must be a collection of str, not {type(event_types).__name__}"
+            )
+        types = list(event_types)
+        if not types:
+            raise ValidationError("event_types is empty: pass None to read every type")
+        for event_type in types:
+            if not isinstance(event_type, str):
+                raise ValidationError(f"event_types must hold str, not {type(event_type).__name__}")
+    if stream_prefix is not None and not isinstance(stream_prefix, str):
+        raise ValidationError(f"stream_prefix must be a str, not {type(stream_prefix).__name__}")
+    return types, stream_prefix
+
+
+def check_after(after: object) -> Position | None:
+    """``after`` if it is None or a :class:`Position`."""
+    if after is None or isinstance(after, Position):
+        return after
+    raise ValidationError(
+        f"after must be an eventstore.Position or None, not {type(after).__name__}; "
+        "use Position.parse(text) for a stored checkpoint"
+    )
+
+
+def check_poll_interval(poll_interval: object) -> float:
+    """``poll_interval`` as a float if it is a positive number of seconds."""
+    if isinstance(poll_interval, bool) or not isinstance(poll_interval, (int, float)):
+        raise ValidationError(f"poll_interval must be a number, not {type(poll_interval).__name__}")
+    if not poll_interval > 0:
+        raise ValidationError(f"poll_interval must be > 0 seconds, got {poll_interval}")
+    return float(poll_interval)
+
+
+def page_through(
+    read_page: ReadPage, after: Position | None, batch_size: int
+) -> Iterator[RecordedEvent]:
+    """Yield the feed after ``after`` up to its visible end, ``batch_size`` at a time."""
+    while True:
+        page = read_page(after, batch_size)
+        yield from page
+        if len(page) < batch_size:
+            return
+        after = page[-1].position
+
+
+class Subscription(Iterator[RecordedEvent]):
+    """An endless iterator over the feed: catch-up, then live events.
+
+    Iteration ends (StopIteration) soon after :meth:`stop` is called from any
+    thread. ``position`` is the position of the last event delivered (or the
+    starting checkpoint). A read that fails because the connection was lost is
+    retried, resuming from ``position``, so every event is delivered once.
+    """
+
+    def __init__(
+        self,
+        read_page: ReadPage,
+        waiter: Waiter,
+        *,
+        after: Position | None,
+        batch_size: int,
+        poll_interval: float,
+        retryable: tuple[type[BaseException], ...],
+    ) -> None:
+        self.position = after
+        self._read_page = read_page
+        self._waiter = waiter
+        self._batch_size = check_int(batch_size, "batch_size", minimum=1)
+        self._poll_interval = check_poll_interval(poll_interval)
+        self._retryable = retryable
+        self._buffer: deque[RecordedEvent] = deque()
+        self._stopped = threading.Event()
+        self._closed = False
+
+    def stop(self) -> None:
+        """Make iteration end soon; safe to call from any thread."""
+        self._stopped.set()
+
+    def close(self) -> None:
+        """Stop and release the subscription's resources."""
+        self._stopped.set()
+        if not self._closed:
+            self._closed = True
+            self._waiter.close()
+
+    def __iter__(self) -> Subscription:
+        return self
+
+    def __next__(self) -> RecordedEvent:
+        while True:
+            if self._stopped.is_set():
+                self.close()
+                raise StopIteration
+            if self._buffer:
+                event = self._buffer.popleft()
+                self.position = event.position
+                return event
+            self._waiter.arm()
+            try:
+                page = self._read_page(self.position, self._batch_size)
+            except self._retryable as exc:
+                logger.warning("feed read failed, retrying from %s: %s", self.position, exc)
+                self._stopped.wait(_RETRY_DELAY)
+                continue
+            if page:
+                self._buffer.extend(page)
+            else:
+                self._waiter.wait(self._poll_interval, self._stopped)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

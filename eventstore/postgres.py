@@ -99,7 +99,7 @@ WHERE (transaction_id, position) > (%(after_xid)s::text::xid8, %(after_position)
   AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
   AND (%(types)s::text[] IS NULL OR event_type = ANY(%(types)s::text[]))
   AND (%(prefix)s::text IS NULL OR starts_with(stream_id, %(prefix)s::text))
-ORDER BY transaction_id, position
+ORDER BY events.transaction_id, events.position
 LIMIT %(limit)s::bigint
 """
 

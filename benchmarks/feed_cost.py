@@ -7,8 +7,8 @@ Two scratch databases are created on the server at ``--url`` (default: the local
 server): one migrated to the first revision (the design's schema), one to head.
 Single-event appends alternate between the cases call by call (so machine noise
 hits them alike), each a prepared statement in autocommit; the "before"
-statement is the head statement without the NOTIFY, on the old schema (whose
-rows have no feed columns). The median latency of each case is printed with
+statement is the append as it was before the feed (no stream-order check, no
+NOTIFY), on the old schema. The median latency of each case is printed with
 its ratio to "before".
 """
 
@@ -24,7 +24,7 @@ import cbor2
 import psycopg
 
 from eventstore import NewEvent, PostgresEventStore, migrations
-from eventstore.postgres import _APPEND_ONE, _NOTIFY_IF_INSERTED
+from eventstore.postgres import _APPEND_ONE
 from eventstore.urls import normalize_url
 
 PAYLOAD = {
@@ -33,7 +33,19 @@ PAYLOAD = {
     "items": [{"sku": "x" * 20, "qty": 2}] * 3,
 }
 METADATA = '{"correlation_id":"c1"}'
-APPEND_BEFORE_FEED = _APPEND_ONE.replace(f",\n       {_NOTIFY_IF_INSERTED}", "")
+# The single-event append as it was before the feed: no stream-order check, no NOTIFY.
+APPEND_BEFORE_FEED = """
+WITH head AS (
+    SELECT coalesce(max(version), 0) AS version FROM events WHERE stream_id = %(stream_id)s
+), inserted AS (
+    INSERT INTO events (stream_id, version, event_type, event_data, metadata)
+    SELECT %(stream_id)s, head.version + 1, %(type)s, %(data)s, %(metadata)s::jsonb
+    FROM head
+    WHERE head.version BETWEEN %(lowest)s::bigint AND %(highest)s::bigint
+    RETURNING version
+)
+SELECT (SELECT version FROM inserted), (SELECT version FROM head)
+"""
 
 
 def main() -> None:

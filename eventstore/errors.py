@@ -8,7 +8,7 @@ Every error the library raises derives from :class:`EventStoreError`::
      +-- DeserializationError   stored bytes cannot be decoded
      +-- SchemaError            the tables are missing or not at the expected revision
      +-- ValidationError        a bad argument (also a ValueError); nothing was written
- +-- ProjectionLockedError  another runner holds a projection's lock
+     +-- ProjectionLockedError  another runner holds a projection's lock
 
 Database errors are translated where the library can say something useful and
 chained with ``raise ... from``; anything else propagates as SQLAlchemy or psycopg
@@ -29,20 +29,33 @@ class ConcurrencyError(EventStoreError):
 
     ``expected`` is what the caller passed (an int or one of ``ANY``,
     ``NO_STREAM``, ``STREAM_EXISTS``); ``actual`` is the stream's version as
-    read after the conflict. Reload the stream and decide again, or retry.
+    read after the conflict; ``detail`` says what to do when it is not simply
+    "reload the stream and retry".
     """
 
-    def __init__(self, stream_id: str, expected: Any, actual: int) -> None:
+    def __init__(
+        self, stream_id: str, expected: Any, actual: int, *, detail: str | None = None
+    ) -> None:
         self.stream_id = stream_id
         self.expected = expected
         self.actual = actual
+        self.detail = detail
         super().__init__(
             f"stream {stream_id!r} is at version {actual}, expected {expected}; "
-            "nothing was written: reload the stream and retry"
+            f"nothing was written: {detail or 'reload the stream and retry'}"
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.stream_id, self.expected, self.actual))
+        return (
+            _rebuild_concurrency_error,
+            (self.stream_id, self.expected, self.actual, self.detail),
+        )
+
+
+def _rebuild_concurrency_error(
+    stream_id: str, expected: Any, actual: int, detail: str | None
+) -> ConcurrencyError:
+    return ConcurrencyError(stream_id, expected, actual, detail=detail)
 
 
 class SerializationError(EventStoreError):

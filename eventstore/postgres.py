@@ -49,36 +49,50 @@ _NOTIFY_IF_INSERTED = (
     f"CASE WHEN EXISTS (SELECT 1 FROM inserted) THEN pg_notify('{NOTIFY_CHANNEL}', '') END"
 )
 
+# The stream's head: its last version, and whether this transaction may write
+# after it. Transaction ids must not decrease along a stream, or the feed (ordered
+# by transaction id) would show a later version before an earlier one; checking
+# the last row keeps that true by induction. An append in autocommit always
+# passes (its id is drawn after the head's writer committed); a caller's
+# transaction that began writing before the head's writer cannot append here.
+_HEAD = """head AS (
+    SELECT coalesce(last.version, 0) AS version,
+           coalesce(last.transaction_id <= pg_current_xact_id(), true) AS in_order
+    FROM (SELECT 1) AS one
+    LEFT JOIN LATERAL (
+        SELECT version, transaction_id FROM events WHERE stream_id = %(stream_id)s
+        ORDER BY version DESC LIMIT 1
+    ) AS last ON true
+)"""
+
 _APPEND = f"""
-WITH head AS (
-    SELECT coalesce(max(version), 0) AS version FROM events WHERE stream_id = %(stream_id)s
-), inserted AS (
+WITH {_HEAD}, inserted AS (
     INSERT INTO events (stream_id, version, event_type, event_data, metadata)
     SELECT %(stream_id)s, head.version + batch.ordinal,
            batch.event_type, batch.event_data, batch.metadata
     FROM head,
          unnest(%(types)s::text[], %(data)s::bytea[], %(metadata)s::text[]::jsonb[])
              WITH ORDINALITY AS batch(event_type, event_data, metadata, ordinal)
-    WHERE head.version BETWEEN %(lowest)s::bigint AND %(highest)s::bigint
+    WHERE head.version BETWEEN %(lowest)s::bigint AND %(highest)s::bigint AND head.in_order
     RETURNING version
 )
-SELECT (SELECT max(version) FROM inserted), (SELECT version FROM head),
+SELECT (SELECT max(version) FROM inserted), head.version, head.in_order,
        {_NOTIFY_IF_INSERTED}
+FROM head
 """
 
 # One event needs no unnest: about a third cheaper on the server.
 _APPEND_ONE = f"""
-WITH head AS (
-    SELECT coalesce(max(version), 0) AS version FROM events WHERE stream_id = %(stream_id)s
-), inserted AS (
+WITH {_HEAD}, inserted AS (
     INSERT INTO events (stream_id, version, event_type, event_data, metadata)
     SELECT %(stream_id)s, head.version + 1, %(type)s, %(data)s, %(metadata)s::jsonb
     FROM head
-    WHERE head.version BETWEEN %(lowest)s::bigint AND %(highest)s::bigint
+    WHERE head.version BETWEEN %(lowest)s::bigint AND %(highest)s::bigint AND head.in_order
     RETURNING version
 )
-SELECT (SELECT version FROM inserted), (SELECT version FROM head),
+SELECT (SELECT version FROM inserted), head.version, head.in_order,
        {_NOTIFY_IF_INSERTED}
+FROM head
 """
 
 _EVENT_COLUMNS = """stream_id, version, event_type, event_data, metadata, created_at,
@@ -152,10 +166,10 @@ _POOL_DEFAULTS: dict[str, Any] = {
 }
 
 _ANY_RETRIES = 100
+"""How often an ``ANY`` append is retried after losing a race (nothing was written)."""
 
 _RECONNECT_DELAY = 0.5
 """Pause between attempts to re-establish a lost LISTEN connection."""
-"""How often an ``ANY`` append is retried after losing a race (nothing was written)."""
 
 Row = Sequence[Any]
 
@@ -249,7 +263,9 @@ class PostgresEventStore(BaseEventStore):
             )
         for _ in range(_ANY_RETRIES):
             try:
-                new_version, head, _ = self._fetch(statement, params, connection, savepoint=True)[0]
+                new_version, head, in_order, _ = self._fetch(
+                    statement, params, connection, savepoint=True
+                )[0]
             except psycopg.errors.UniqueViolation:
                 # A racing writer committed the same versions first; our statement
                 # wrote nothing. With ANY, try again on top of the new head.
@@ -258,9 +274,21 @@ class PostgresEventStore(BaseEventStore):
                 raise ConcurrencyError(
                     stream_id, expected_version, self._stream_version(stream_id, connection)
                 ) from None
-            if new_version is None:
+            if new_version is not None:
+                return int(new_version)
+            if in_order or not lowest <= head <= highest:
                 raise ConcurrencyError(stream_id, expected_version, head)
-            return int(new_version)
+            if connection is None:
+                continue  # a new autocommit transaction draws a newer id
+            raise ConcurrencyError(
+                stream_id,
+                expected_version,
+                head,
+                detail=(
+                    "a transaction newer than yours appended to this stream after yours "
+                    "began writing; roll back and retry the whole transaction"
+                ),
+            )
         raise ConcurrencyError(
             stream_id, expected_version, self._stream_version(stream_id, connection)
         )

@@ -51,8 +51,7 @@ def upgrade() -> None:
         "coalesce((SELECT max(position) FROM events), 0) + 1, false)"
     )
     op.execute(
-        "ALTER TABLE events ADD COLUMN transaction_id xid8 NOT NULL "
-        "DEFAULT pg_current_xact_id()"
+        "ALTER TABLE events ADD COLUMN transaction_id xid8 NOT NULL DEFAULT pg_current_xact_id()"
     )
     op.create_index("idx_events_feed", "events", ["transaction_id", "position"])
     op.create_table(

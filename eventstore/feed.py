@@ -13,9 +13,9 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from types import TracebackType
 from typing import Protocol
 
+from eventstore._closing import Closing
 from eventstore._validation import check_int
 from eventstore.errors import ValidationError
 from eventstore.records import Position, RecordedEvent
@@ -95,7 +95,7 @@ def page_through(
         after = page[-1].position
 
 
-class Subscription(Iterator[RecordedEvent]):
+class Subscription(Iterator[RecordedEvent], Closing):
     """An endless iterator over the feed: catch-up, then live events.
 
     Iteration ends (StopIteration) soon after :meth:`stop` is called from any
@@ -158,14 +158,3 @@ class Subscription(Iterator[RecordedEvent]):
                 self._buffer.extend(page)
             else:
                 self._waiter.wait(self._poll_interval, self._stopped)
-
-    def __enter__(self) -> Subscription:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -17,7 +17,6 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
-from types import TracebackType
 from typing import Any
 
 import psycopg
@@ -30,6 +29,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import PoolProxiedConnection
 
 from eventstore._base import BaseEventStore
+from eventstore._closing import Closing
 from eventstore._validation import EncodedEvent
 from eventstore.errors import (
     ConcurrencyError,
@@ -174,7 +174,7 @@ _RECONNECT_DELAY = 0.5
 Row = Sequence[Any]
 
 
-class PostgresEventStore(BaseEventStore):
+class PostgresEventStore(BaseEventStore, Closing):
     """An event store in PostgreSQL's ``events`` and ``snapshots`` tables.
 
     Build it with :meth:`from_url` (the store owns its engine; :meth:`close`
@@ -220,17 +220,6 @@ class PostgresEventStore(BaseEventStore):
         """Dispose the engine if this store built it; a shared engine is left open."""
         if self._owns_engine:
             self.engine.dispose()
-
-    def __enter__(self) -> PostgresEventStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"PostgresEventStore({self.engine.url.render_as_string(hide_password=True)!r})"

@@ -14,9 +14,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
+from eventstore._closing import Closing
 from eventstore._validation import check_identifier, check_int
 from eventstore.errors import ValidationError
 from eventstore.feed import DEFAULT_POLL_INTERVAL, check_feed_filter, check_poll_interval
@@ -86,7 +86,7 @@ class ProjectionSession(Protocol):
         ...
 
 
-class ProjectionRunner:
+class ProjectionRunner(Closing):
     """Feeds one :class:`Projection` from a store's feed; see the module docstring."""
 
     def __init__(
@@ -170,17 +170,6 @@ class ProjectionRunner:
     def close(self) -> None:
         """Release the projection's lock."""
         self._release()
-
-    def __enter__(self) -> ProjectionRunner:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _hold(self) -> ProjectionSession:
         if self._session is None:

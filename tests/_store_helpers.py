@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from eventstore import PostgresEventStore
 from eventstore.schema import events, snapshots
+
+HORIZON_DEADLINE_SECONDS = 20.0
+"""How long a test waits for older transactions on the server to end."""
 
 STORE_KINDS = ["postgres", "memory"]
 """The parameters of a fixture that runs a test once per store."""
@@ -46,3 +50,25 @@ def store_contents(store: Any, stream_ids: Iterable[str]) -> Any:
         )
         for stream_id in stream_ids
     }
+
+
+def wait_for_feed_horizon(store: Any) -> None:
+    """Return once every transaction that began before this call has ended.
+
+    After it, everything committed before the call is visible to the feed. A no-op
+    for the in-memory store, whose appends are visible at once.
+    """
+    if not isinstance(store, PostgresEventStore):
+        return
+    autocommit = store.engine.execution_options(isolation_level="AUTOCOMMIT")
+    with autocommit.connect() as conn:
+        marker = conn.execute(text("SELECT pg_current_xact_id()::text")).scalar_one()
+        deadline = time.monotonic() + HORIZON_DEADLINE_SECONDS
+        query = text("SELECT pg_snapshot_xmin(pg_current_snapshot()) > CAST(:m AS xid8)")
+        while not conn.execute(query, {"m": marker}).scalar_one():
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"a transaction older than {marker} kept running for "
+                    f"{HORIZON_DEADLINE_SECONDS}s on the test server"
+                )
+            time.sleep(0.01)

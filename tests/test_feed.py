@@ -10,14 +10,13 @@ with a deadline, until every transaction that started before the check has ended
 from __future__ import annotations
 
 import pickle
-import time
 from collections.abc import Iterator
 from contextlib import suppress
 from itertools import pairwise
 from typing import Any
 
 import pytest
-from _store_helpers import STORE_KINDS, store_for
+from _store_helpers import STORE_KINDS, store_for, wait_for_feed_horizon
 from sqlalchemy import text
 
 from eventstore import (
@@ -30,8 +29,6 @@ from eventstore import (
     ValidationError,
 )
 
-HORIZON_DEADLINE_SECONDS = 20.0
-
 
 @pytest.fixture(params=STORE_KINDS)
 def store(request: pytest.FixtureRequest) -> Any:
@@ -41,33 +38,6 @@ def store(request: pytest.FixtureRequest) -> Any:
 @pytest.fixture
 def pg_store(event_store: PostgresEventStore) -> PostgresEventStore:
     return event_store
-
-
-def wait_for_feed_horizon(store: Any) -> None:
-    """Return once every transaction that began before this call has ended.
-
-    After it, everything committed before the call is visible to the feed. A no-op
-    for the in-memory store, whose appends are visible at once.
-    """
-    if not isinstance(store, PostgresEventStore):
-        return
-    autocommit = store.engine.execution_options(isolation_level="AUTOCOMMIT")
-    with autocommit.connect() as conn:
-        marker = conn.execute(text("SELECT pg_current_xact_id()::text")).scalar_one()
-        deadline = time.monotonic() + HORIZON_DEADLINE_SECONDS
-        while True:
-            passed = conn.execute(
-                text("SELECT pg_snapshot_xmin(pg_current_snapshot()) > CAST(:marker AS xid8)"),
-                {"marker": marker},
-            ).scalar_one()
-            if passed:
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"a transaction older than {marker} kept running for "
-                    f"{HORIZON_DEADLINE_SECONDS}s on the test server"
-                )
-            time.sleep(0.01)
 
 
 def noted(stream_id: str, n: int, event_type: str = "Noted") -> NewEvent:

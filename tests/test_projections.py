@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from _store_helpers import STORE_KINDS, store_for
+from _store_helpers import STORE_KINDS, store_for, wait_for_feed_horizon
 from sqlalchemy import text
 
 from eventstore import (
@@ -177,20 +177,6 @@ def pg_model(event_store: PostgresEventStore) -> Iterator[OrderCounts]:
         yield counts
     finally:
         counts.drop()
-
-
-def wait_for_feed_horizon(store: Any) -> None:
-    """Return once every transaction that began before this call has ended (PostgreSQL),
-    so the feed shows everything committed before it."""
-    if not isinstance(store, PostgresEventStore):
-        return
-    with store.engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
-        marker = conn.execute(text("SELECT pg_current_xact_id()::text")).scalar_one()
-        deadline = time.monotonic() + DEADLINE_SECONDS
-        query = text("SELECT pg_snapshot_xmin(pg_current_snapshot()) > CAST(:m AS xid8)")
-        while not conn.execute(query, {"m": marker}).scalar_one():
-            assert time.monotonic() < deadline, "an old transaction kept the feed back"
-            time.sleep(0.01)
 
 
 def append_orders(store: Any, count: int, *, first: int = 0) -> list[Key]:

@@ -14,6 +14,7 @@ from eventstore.errors import (
     ProjectionLockedError,
     SchemaError,
     SerializationError,
+    TransferError,
     ValidationError,
 )
 from eventstore.feed import Subscription
@@ -62,6 +63,7 @@ __all__ = [
     "Snapshot",
     "StreamState",
     "Subscription",
+    "TransferError",
     "ValidationError",
     "__version__",
 ]

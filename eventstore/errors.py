@@ -9,6 +9,7 @@ Every error the library raises derives from :class:`EventStoreError`::
      +-- SchemaError            the tables are missing or not at the expected revision
      +-- ValidationError        a bad argument (also a ValueError); nothing was written
      +-- ProjectionLockedError  another runner holds a projection's lock
+     +-- TransferError          an export or import failed, or a file failed verification
 
 Database errors are translated where the library can say something useful and
 chained with ``raise ... from``; anything else propagates as SQLAlchemy or psycopg
@@ -17,7 +18,10 @@ raised it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from eventstore.transfer import ImportSummary
 
 
 class EventStoreError(Exception):
@@ -79,3 +83,15 @@ class ValidationError(EventStoreError, ValueError):
 
 class ProjectionLockedError(EventStoreError):
     """Another runner holds the projection's lock and did not release it in time."""
+
+
+class TransferError(EventStoreError):
+    """An export or import could not be done as asked, or a file failed verification.
+
+    ``imported`` is what an import had committed before the failure (None for an
+    export); a file that fails verification imports nothing, so it is empty then.
+    """
+
+    def __init__(self, message: str, *, imported: ImportSummary | None = None) -> None:
+        super().__init__(message)
+        self.imported = imported

@@ -98,7 +98,7 @@ FROM head
 _EVENT_COLUMNS = """stream_id, version, event_type, event_data, metadata, created_at,
        transaction_id::text::bigint, position"""
 
-_LOAD = f"""
+LOAD_STREAM_SQL = f"""
 SELECT {_EVENT_COLUMNS} FROM events
 WHERE stream_id = %(stream_id)s AND version BETWEEN %(low)s::bigint AND %(high)s::bigint
 ORDER BY version
@@ -158,12 +158,14 @@ _LOAD_SNAPSHOT = (
     "SELECT version, state_data, created_at FROM snapshots WHERE stream_id = %(stream_id)s"
 )
 
-_POOL_DEFAULTS: dict[str, Any] = {
+POOL_DEFAULTS: dict[str, Any] = {
     "pool_size": 5,
     "max_overflow": 15,
     "pool_timeout": 30,
     "pool_recycle": 1800,
 }
+"""The engine options :meth:`PostgresEventStore.from_url` uses unless told otherwise
+(the operations guide's pool settings)."""
 
 _ANY_RETRIES = 100
 """How often an ``ANY`` append is retried after losing a race (nothing was written)."""
@@ -211,7 +213,7 @@ class PostgresEventStore(BaseEventStore, Closing):
         ``pool_recycle=1800``. Pass ``pool_pre_ping=True`` to test each pooled
         connection before use (one extra round trip per call).
         """
-        options = {**_POOL_DEFAULTS, **pool_options}
+        options = {**POOL_DEFAULTS, **pool_options}
         store = cls(create_engine(normalize_url(url), **options), registry)
         store._owns_engine = True
         return store
@@ -291,7 +293,7 @@ class PostgresEventStore(BaseEventStore, Closing):
             "high": Int8(high),
             "limit": None if limit is None else Int8(limit),
         }
-        return self._fetch(_LOAD, params, connection)
+        return self._fetch(LOAD_STREAM_SQL, params, connection)
 
     def _stream_version(self, stream_id: str, connection: Connection | None) -> int:
         return int(self._fetch(_STREAM_VERSION, {"stream_id": stream_id}, connection)[0][0])

@@ -11,10 +11,16 @@ from collections.abc import Sequence
 
 import click
 
+from eventstore.cli import demo, doctor, stats, transfer
 from eventstore.cli._common import cli
 from eventstore.cli.migrate import migrate
 
+cli.add_command(demo.command)
 cli.add_command(migrate)
+cli.add_command(stats.command)
+cli.add_command(doctor.command)
+for transfer_command in transfer.commands:
+    cli.add_command(transfer_command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

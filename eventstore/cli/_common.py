@@ -80,3 +80,8 @@ def reported_errors() -> Iterator[None]:
     except (psycopg.OperationalError, sqlalchemy.exc.OperationalError) as error:
         message = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
         raise click.ClickException(f"cannot reach the database: {message}") from None
+    except (psycopg.Error, sqlalchemy.exc.DBAPIError) as error:
+        message = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        raise click.ClickException(
+            f"the database refused: {message} (`eventstore doctor` checks the set-up)"
+        ) from None

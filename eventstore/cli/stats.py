@@ -1,0 +1,148 @@
+"""``eventstore stats``: the guide's monitoring queries as one report."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from eventstore.cli._common import console, reported_errors, resolve_url, url_option
+from eventstore.monitoring import StatsReport, collect_stats
+
+
+def size_text(size: int) -> str:
+    """Bytes as ``pg_size_pretty`` shows them: ``8192 bytes``, ``16 kB``, ``1234 MB``."""
+    value, unit = float(size), "bytes"
+    for larger in ("kB", "MB", "GB", "TB"):
+        if value < 10 * 1024:
+            break
+        value, unit = value / 1024, larger
+    return f"{round(value)} {unit}"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}" + ("" if number == 1 else "s")
+
+
+def render(report: StatsReport, out: Console | None = None) -> None:
+    """Print ``report`` as rich tables on ``out`` (default: the command's console)."""
+    out = out or console
+    out.print(f"[bold]{escape(report.database)}[/bold] on PostgreSQL {report.server_version}")
+
+    sizes = Table(title="Storage", title_justify="left")
+    sizes.add_column("relation")
+    sizes.add_column("total", justify="right")
+    sizes.add_column("table", justify="right")
+    sizes.add_column("indexes", justify="right")
+    for table in report.tables:
+        sizes.add_row(
+            table.name,
+            size_text(table.total_bytes),
+            size_text(table.table_bytes),
+            size_text(table.indexes_bytes),
+        )
+        for index, size in table.indexes.items():
+            sizes.add_row(f"  {index}", "", "", size_text(size), style="dim")
+    out.print(sizes)
+    out.print(f"{_count(report.events, 'event')} in {_count(report.streams, 'stream')}")
+
+    if report.busiest_streams:
+        busiest = Table(title=f"Busiest streams (top {report.top})", title_justify="left")
+        busiest.add_column("stream")
+        busiest.add_column("events", justify="right")
+        busiest.add_column("version", justify="right")
+        for stream in report.busiest_streams:
+            busiest.add_row(escape(stream.stream_id), f"{stream.events:,}", f"{stream.version:,}")
+        out.print(busiest)
+
+    out.print(
+        f"Snapshot coverage: {report.streams_with_snapshot:,} of "
+        f"{_count(report.streams, 'stream')} with a snapshot; "
+        f"{report.streams_past_threshold:,} more than {_count(report.threshold, 'event')} "
+        "past it (or from the start, without one)"
+    )
+    if report.past_threshold:
+        past = Table(title="Furthest past their snapshot", title_justify="left")
+        past.add_column("stream")
+        past.add_column("version", justify="right")
+        past.add_column("snapshot", justify="right")
+        past.add_column("events since", justify="right")
+        for behind in report.past_threshold:
+            past.add_row(
+                escape(behind.stream_id),
+                f"{behind.version:,}",
+                "none" if behind.snapshot_version is None else f"{behind.snapshot_version:,}",
+                f"{behind.events_since_snapshot:,}",
+            )
+        out.print(past)
+
+    oldest = report.oldest_transaction
+    if oldest is None:
+        out.print("Oldest running transaction: none")
+    else:
+        holds = "holds the feed back" if oldest.holds_feed else "no transaction id yet"
+        out.print(
+            f"Oldest running transaction: {oldest.age_seconds:.1f} s, pid {oldest.pid}"
+            f" on {escape(oldest.database or '-')}"
+            f" ({escape(oldest.state or oldest.backend_type or '-')}; {holds})"
+        )
+    if report.held_back_events is not None:
+        out.print(f"Committed events not yet in the feed: {report.held_back_events:,}")
+    if report.projections:
+        lag = Table(title="Projections", title_justify="left")
+        lag.add_column("projection")
+        lag.add_column("lag (events)", justify="right")
+        lag.add_column("checkpoint")
+        lag.add_column("updated")
+        for projection in report.projections:
+            lag.add_row(
+                escape(projection.name),
+                f"{projection.lag_events:,}",
+                str(projection.checkpoint),
+                f"{projection.seconds_since_update:.0f} s ago",
+            )
+        out.print(lag)
+    else:
+        out.print("Projections: none has saved a checkpoint")
+
+
+@click.command(name="stats")
+@url_option
+@click.option(
+    "--threshold",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="List streams more than this many events past their snapshot.",
+)
+@click.option(
+    "--top",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="How many streams the lists show.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+def command(url: str | None, threshold: int, top: int, as_json: bool) -> None:
+    """Show the store's size, busiest streams, snapshot coverage and feed lag.
+
+    Reads all of the events table once (counting events per stream): on a very
+    large store, run it when that read is acceptable. --json prints one object
+    whose keys are listed under "eventstore stats" in docs/database-setup.md.
+
+    \b
+    Example:
+      eventstore stats --url postgresql://postgres@localhost/app
+      eventstore stats --threshold 50 --json
+    """
+    database = resolve_url(url)
+    assert database is not None
+    with reported_errors():
+        report = collect_stats(database, threshold=threshold, top=top)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        render(report)

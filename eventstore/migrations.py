@@ -20,10 +20,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script.revision import RevisionError
 from alembic.util import CommandError
-from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import URL
-from sqlalchemy.pool import NullPool
 
+from eventstore._engines import engine_for
 from eventstore.errors import SchemaError, ValidationError
 from eventstore.urls import normalize_url
 
@@ -151,20 +151,8 @@ def _migrate(
 
 @contextmanager
 def _connection(url_or_engine: str | URL | Engine) -> Iterator[Connection]:
-    if isinstance(url_or_engine, Engine):
-        if url_or_engine.dialect.name != "postgresql":
-            raise ValidationError(
-                f"pg-eventstore needs a PostgreSQL engine, not {url_or_engine.dialect.name!r}"
-            )
-        with url_or_engine.connect() as connection:
-            yield connection
-        return
-    engine = create_engine(normalize_url(url_or_engine), poolclass=NullPool)
-    try:
-        with engine.connect() as connection:
-            yield connection
-    finally:
-        engine.dispose()
+    with engine_for(url_or_engine, psycopg_driver=False) as engine, engine.connect() as connection:
+        yield connection
 
 
 @contextmanager

@@ -20,14 +20,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import URL
-from sqlalchemy.pool import NullPool
 
+from eventstore._engines import engine_for
 from eventstore._validation import check_int
-from eventstore.errors import SchemaError, ValidationError
+from eventstore.errors import SchemaError
 from eventstore.records import Position
-from eventstore.urls import normalize_url
 
 __all__ = [
     "ProjectionLag",
@@ -427,20 +426,8 @@ def _collect(connection: Connection, threshold: int, top: int) -> StatsReport:
 
 @contextmanager
 def _read_only(url_or_engine: str | URL | Engine) -> Iterator[Connection]:
-    if isinstance(url_or_engine, Engine):
-        if url_or_engine.dialect.name != "postgresql":
-            raise ValidationError(
-                f"pg-eventstore needs a PostgreSQL engine, not {url_or_engine.dialect.name!r}"
-            )
-        engine, owned = url_or_engine, False
-    else:
-        engine, owned = create_engine(normalize_url(url_or_engine), poolclass=NullPool), True
-    try:
-        with engine.connect() as connection:
-            connection = connection.execution_options(isolation_level="REPEATABLE READ")
-            with connection.begin():
-                connection.exec_driver_sql("SET TRANSACTION READ ONLY")
-                yield connection
-    finally:
-        if owned:
-            engine.dispose()
+    with engine_for(url_or_engine, psycopg_driver=False) as engine, engine.connect() as connection:
+        connection = connection.execution_options(isolation_level="REPEATABLE READ")
+        with connection.begin():
+            connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+            yield connection

@@ -30,6 +30,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 
 from eventstore._base import BaseEventStore
 from eventstore._closing import Closing
+from eventstore._engines import check_engine
 from eventstore._validation import EncodedEvent
 from eventstore.errors import (
     ConcurrencyError,
@@ -185,19 +186,8 @@ class PostgresEventStore(BaseEventStore, Closing):
     """
 
     def __init__(self, engine: Engine, registry: EventRegistry | None = None) -> None:
-        if not isinstance(engine, Engine):
-            raise ValidationError(
-                f"PostgresEventStore needs a SQLAlchemy Engine, not {type(engine).__name__}; "
-                "use PostgresEventStore.from_url(url) to build one from a URL"
-            )
-        if engine.dialect.name != "postgresql" or engine.dialect.driver != "psycopg":
-            raise ValidationError(
-                f"PostgresEventStore needs a PostgreSQL engine on psycopg 3, not "
-                f"{engine.dialect.name}+{engine.dialect.driver}: build it from a "
-                "postgresql+psycopg:// URL"
-            )
         super().__init__(registry)
-        self.engine = engine
+        self.engine = check_engine(engine)
         self._owns_engine = False
 
     @classmethod

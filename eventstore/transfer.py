@@ -63,14 +63,12 @@ import cbor2
 import psycopg
 import psycopg.errors
 from cbor2 import CBORTag
-from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Engine
-from sqlalchemy.pool import NullPool
 
 from eventstore import migrations
+from eventstore._engines import engine_for
 from eventstore.errors import SchemaError, TransferError, ValidationError
 from eventstore.postgres import NOTIFY_CHANNEL
-from eventstore.urls import normalize_url
 
 __all__ = [
     "FORMAT_NAME",
@@ -948,26 +946,12 @@ def _as_path(target: PathOrFile) -> Path | None:
 @contextmanager
 def _driver_connection(url_or_engine: str | URL | Engine) -> Iterator[psycopg.Connection[Any]]:
     """A psycopg connection from the engine's pool, or from a URL (closed afterwards)."""
-    if isinstance(url_or_engine, Engine):
-        engine = url_or_engine
-        owned = False
-    else:
-        engine = create_engine(normalize_url(url_or_engine), poolclass=NullPool)
-        owned = True
-    if engine.dialect.name != "postgresql" or engine.dialect.driver != "psycopg":
-        raise ValidationError(
-            f"export and import need a PostgreSQL engine on psycopg 3, not "
-            f"{engine.dialect.name}+{engine.dialect.driver}"
-        )
-    try:
+    with engine_for(url_or_engine) as engine:
         pooled = engine.raw_connection()
         try:
             yield cast(psycopg.Connection[Any], pooled.driver_connection)
         finally:
             pooled.close()
-    finally:
-        if owned:
-            engine.dispose()
 
 
 def _checked_schema(connection: psycopg.Connection[Any], role: str) -> str | None:

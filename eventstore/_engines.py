@@ -1,0 +1,45 @@
+"""Engines from what callers hand in: a URL (an engine of our own, disposed after
+use) or an application's Engine (used as it is)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import URL
+from sqlalchemy.pool import NullPool
+
+from eventstore.errors import ValidationError
+from eventstore.urls import normalize_url
+
+
+def check_engine(engine: object, *, psycopg_driver: bool = True) -> Engine:
+    """``engine`` if it is a SQLAlchemy Engine on PostgreSQL (and psycopg 3 when
+    ``psycopg_driver``); ValidationError otherwise."""
+    if not isinstance(engine, Engine):
+        raise ValidationError(
+            f"expected a SQLAlchemy Engine or a database URL, not {type(engine).__name__}"
+        )
+    dialect = engine.dialect
+    if dialect.name != "postgresql" or (psycopg_driver and dialect.driver != "psycopg"):
+        raise ValidationError(
+            f"pg-eventstore needs a PostgreSQL engine on psycopg 3, not "
+            f"{dialect.name}+{dialect.driver}: build it from a postgresql+psycopg:// URL"
+        )
+    return engine
+
+
+@contextmanager
+def engine_for(
+    url_or_engine: str | URL | Engine, *, psycopg_driver: bool = True
+) -> Iterator[Engine]:
+    """The given Engine, or a connection-per-use engine for a URL, disposed on exit."""
+    if isinstance(url_or_engine, Engine):
+        yield check_engine(url_or_engine, psycopg_driver=psycopg_driver)
+        return
+    engine = create_engine(normalize_url(url_or_engine), poolclass=NullPool)
+    try:
+        yield engine
+    finally:
+        engine.dispose()

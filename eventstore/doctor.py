@@ -75,6 +75,7 @@ from eventstore._validation import check_int
 from eventstore.errors import ValidationError
 from eventstore.monitoring import oldest_transaction
 from eventstore.postgres import LOAD_STREAM_SQL, POOL_DEFAULTS
+from eventstore.roles import STORE_PRIVILEGES
 from eventstore.urls import normalize_url
 
 __all__ = [
@@ -124,16 +125,11 @@ _RESTORE_FIX = (
 
 
 # What the store does with each object (migrations need the owner's rights instead).
-_PRIVILEGES = {
-    "events": "SELECT, INSERT",
-    "snapshots": "SELECT, INSERT, UPDATE",
-    "projection_checkpoints": "SELECT, INSERT, UPDATE, DELETE",
-}
+_PRIVILEGES = STORE_PRIVILEGES
 
 _GRANT_ADVICE = (
     "as the tables' owner, grant the application's user what the store needs: "
     + " ".join(f"GRANT {rights} ON {table} TO <user>;" for table, rights in _PRIVILEGES.items())
-    + " GRANT USAGE ON SEQUENCE events_position_seq TO <user>;"
     + " and, for `eventstore doctor` and `migrate current`: GRANT SELECT ON "
     + f"{migrations.VERSION_TABLE} TO <user>;"
 )
@@ -568,19 +564,7 @@ def _privileges_check(connection: Connection) -> Check:
         if lacking:
             missing.append(f"{', '.join(lacking)} on {table}")
             grants.append(f'GRANT {", ".join(lacking)} ON {table} TO "{user}";')
-    sequence = connection.exec_driver_sql(
-        "SELECT pg_get_serial_sequence('events', 'position') "
-        "WHERE to_regclass('events') IS NOT NULL AND EXISTS (SELECT 1 FROM pg_attribute "
-        "WHERE attrelid = to_regclass('events') AND attname = 'position' AND NOT attisdropped)"
-    ).scalar()
-    if (
-        sequence
-        and not connection.exec_driver_sql(
-            "SELECT has_sequence_privilege(%(sequence)s, 'USAGE')", {"sequence": sequence}
-        ).scalar()
-    ):
-        missing.append(f"USAGE on {sequence}")
-        grants.append(f'GRANT USAGE ON SEQUENCE {sequence} TO "{user}";')
+    # The identity column's sequence needs no grant of its own: INSERT on events suffices.
     if not missing:
         return Check("privileges", "pass", f"{user} may read and write the store's tables")
     return Check(

@@ -18,6 +18,9 @@ HORIZON_DEADLINE_SECONDS = 20.0
 STORE_KINDS = ["postgres", "memory"]
 """The parameters of a fixture that runs a test once per store."""
 
+CONTRACT_STORE_KINDS = [*STORE_KINDS, "postgres_app_role"]
+"""The contract also runs on PostgreSQL as the least-privilege role (`eventstore grant`)."""
+
 
 def store_for(request: pytest.FixtureRequest, kind: str) -> Any:
     """The plugin's PostgreSQL store (on an emptied database) or its in-memory store."""
@@ -25,6 +28,8 @@ def store_for(request: pytest.FixtureRequest, kind: str) -> Any:
         return request.getfixturevalue("event_store")
     if kind == "memory":
         return request.getfixturevalue("in_memory_event_store")
+    if kind == "postgres_app_role":
+        return request.getfixturevalue("app_role_event_store")
     raise AssertionError(f"unknown store kind {kind!r}")
 
 

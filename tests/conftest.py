@@ -8,6 +8,8 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from eventstore import EventRegistry, PostgresEventStore
+from eventstore.roles import grant_app_role
 from eventstore.urls import normalize_url
 
 
@@ -35,3 +37,56 @@ def scratch_database_url(eventstore_database_url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+APP_ROLE = "eventstore_app_test"
+
+
+@pytest.fixture(scope="session")
+def app_role_database_url(eventstore_database_url: str) -> Iterator[str]:
+    """The test database's URL for a role holding only what ``eventstore grant`` gives.
+
+    The role is created for the session (with a random password, so it logs in on
+    servers that require one) and dropped afterwards.
+    """
+    password = uuid.uuid4().hex
+    admin_url = _libpq_url(eventstore_database_url)
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        if _role_exists(admin):  # left by an interrupted session
+            admin.execute(f"DROP OWNED BY {APP_ROLE}")
+            admin.execute(f"DROP ROLE {APP_ROLE}")
+        admin.execute(f"CREATE ROLE {APP_ROLE} LOGIN PASSWORD '{password}'")
+    grant_app_role(eventstore_database_url, APP_ROLE)
+    try:
+        yield (
+            normalize_url(eventstore_database_url)
+            .set(username=APP_ROLE, password=password)
+            .render_as_string(hide_password=False)
+        )
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                (APP_ROLE,),
+            )
+            admin.execute(f"DROP OWNED BY {APP_ROLE}")
+            admin.execute(f"DROP ROLE {APP_ROLE}")
+
+
+def _role_exists(admin: psycopg.Connection) -> bool:
+    row = admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_ROLE,)).fetchone()
+    return row is not None
+
+
+@pytest.fixture
+def app_role_event_store(
+    event_store: PostgresEventStore,
+    app_role_database_url: str,
+    eventstore_registry: EventRegistry | None,
+) -> Iterator[PostgresEventStore]:
+    """A store on the emptied test database, connected as the least-privilege role."""
+    store = PostgresEventStore.from_url(app_role_database_url, registry=eventstore_registry)
+    try:
+        yield store
+    finally:
+        store.close()

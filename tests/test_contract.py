@@ -11,7 +11,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from _store_helpers import STORE_KINDS, store_for
+from _store_helpers import CONTRACT_STORE_KINDS, store_for
 from sqlalchemy import select
 
 from eventstore import (
@@ -77,7 +77,7 @@ def eventstore_registry() -> EventRegistry:
     return registry
 
 
-@pytest.fixture(params=STORE_KINDS)
+@pytest.fixture(params=CONTRACT_STORE_KINDS)
 def store(request: pytest.FixtureRequest) -> Any:
     return store_for(request, request.param)
 

@@ -1,0 +1,47 @@
+"""Least privilege: what an application's database role needs, and nothing more.
+
+The tables' owner (the role that runs the migrations) grants an application
+role exactly what the store does: read and append events, read and upsert
+snapshots, keep projection checkpoints. The application role can then neither
+rewrite nor delete events, nor change the schema.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import URL
+
+from eventstore import migrations
+from eventstore._engines import engine_for
+from eventstore._validation import check_identifier
+
+STORE_PRIVILEGES: dict[str, str] = {
+    "events": "SELECT, INSERT",
+    "snapshots": "SELECT, INSERT, UPDATE",
+    "projection_checkpoints": "SELECT, INSERT, UPDATE, DELETE",
+}
+"""What the store does with each table."""
+
+OPERATIONS_PRIVILEGES: dict[str, str] = {migrations.VERSION_TABLE: "SELECT"}
+"""What ``eventstore doctor``, ``stats`` and ``migrate current`` also read."""
+
+
+def app_role_grants(role: str) -> list[str]:
+    """The GRANT statements that give ``role`` what the store needs, in order."""
+    quoted = _quote(check_identifier(role, "role"))
+    privileges = {**STORE_PRIVILEGES, **OPERATIONS_PRIVILEGES}
+    return [f"GRANT {rights} ON {table} TO {quoted}" for table, rights in privileges.items()]
+
+
+def grant_app_role(url_or_engine: str | URL | Engine, role: str) -> list[str]:
+    """Run :func:`app_role_grants` for an existing ``role`` as the tables' owner, in
+    one transaction; return the statements run."""
+    statements = app_role_grants(role)
+    with engine_for(url_or_engine) as engine, engine.begin() as connection:
+        for statement in statements:
+            connection.execute(text(statement))
+    return statements
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'

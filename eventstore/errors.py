@@ -10,10 +10,17 @@ Every error the library raises derives from :class:`EventStoreError`::
      +-- ValidationError        a bad argument (also a ValueError); nothing was written
      +-- ProjectionLockedError  another runner holds a projection's lock
      +-- TransferError          an export or import failed, or a file failed verification
+     +-- DatabaseUnavailableError   the server cannot be reached, or the connection was lost
+     |    +-- AppendOutcomeUnknownError  lost while an append was in flight: reload first
+     +-- AuthenticationError        the server refused the login (user, password, pg_hba.conf)
+     +-- TooManyConnectionsError    the server has no connection slot left
+     +-- DatabaseNotFoundError      the database named in the URL does not exist
+     +-- OperationTimeoutError      statement_timeout, lock_timeout or the pool's wait ran out
 
-Database errors are translated where the library can say something useful and
-chained with ``raise ... from``; anything else propagates as SQLAlchemy or psycopg
-raised it.
+Database errors are translated where the library can say something useful (each
+message says what to do) and chained with ``raise ... from``, so the original
+psycopg or SQLAlchemy exception stays in ``__cause__``; anything else propagates
+as SQLAlchemy or psycopg raised it.
 """
 
 from __future__ import annotations
@@ -95,3 +102,65 @@ class TransferError(EventStoreError):
     def __init__(self, message: str, *, imported: ImportSummary | None = None) -> None:
         super().__init__(message)
         self.imported = imported
+
+
+class DatabaseUnavailableError(EventStoreError):
+    """The database server could not be reached, or the connection to it was lost.
+
+    Connection refused, host unknown, connect timeout, the server shutting down or
+    restarting, a connection terminated by an administrator. Once the server is
+    back the same call can be retried (the store replaces lost connections by
+    itself), except after :class:`AppendOutcomeUnknownError`.
+    """
+
+
+class AppendOutcomeUnknownError(DatabaseUnavailableError):
+    """The connection was lost after an append was sent: it may have been committed.
+
+    Retrying the append blindly could store the events twice (with ``ANY``) or
+    raise a ConcurrencyError for one's own write. Reload the stream once the
+    server is back and append only what is missing. ``stream_id`` names the stream.
+    """
+
+    def __init__(self, message: str, *, stream_id: str) -> None:
+        super().__init__(message)
+        self.stream_id = stream_id
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_outcome_unknown, (str(self), self.stream_id))
+
+
+def _rebuild_outcome_unknown(message: str, stream_id: str) -> AppendOutcomeUnknownError:
+    return AppendOutcomeUnknownError(message, stream_id=stream_id)
+
+
+class AuthenticationError(EventStoreError):
+    """The server refused the login: wrong password, unknown role, or no pg_hba.conf rule."""
+
+
+class TooManyConnectionsError(EventStoreError):
+    """The server refused a new connection: no slot left (max_connections or a CONNECTION LIMIT)."""
+
+
+class DatabaseNotFoundError(EventStoreError):
+    """The database named in the URL does not exist on the server."""
+
+
+class OperationTimeoutError(EventStoreError):
+    """A time limit ran out; the statement that hit it wrote nothing.
+
+    ``timeout`` names the limit: ``"statement_timeout"`` or ``"lock_timeout"``
+    (server settings, see :meth:`PostgresEventStore.from_url`), or
+    ``"pool_timeout"`` (no pooled connection became free in time).
+    """
+
+    def __init__(self, message: str, *, timeout: str) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_timeout, (str(self), self.timeout))
+
+
+def _rebuild_timeout(message: str, timeout: str) -> OperationTimeoutError:
+    return OperationTimeoutError(message, timeout=timeout)

@@ -12,6 +12,7 @@ int4 or int8 by value, and each combination of types is prepared separately.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -31,11 +32,11 @@ from sqlalchemy.pool import PoolProxiedConnection
 from eventstore._base import BaseEventStore
 from eventstore._closing import Closing
 from eventstore._engines import check_engine
+from eventstore._translate import OPERATIONAL_ERRORS, translated_errors
 from eventstore._validation import EncodedEvent
 from eventstore.errors import (
     ConcurrencyError,
     ProjectionLockedError,
-    SchemaError,
     ValidationError,
 )
 from eventstore.projections import ProjectionSession
@@ -192,19 +193,45 @@ class PostgresEventStore(BaseEventStore, Closing):
 
     @classmethod
     def from_url(
-        cls, url: str | URL, registry: EventRegistry | None = None, **pool_options: Any
+        cls,
+        url: str | URL,
+        registry: EventRegistry | None = None,
+        *,
+        statement_timeout: float | None = None,
+        lock_timeout: float | None = None,
+        **pool_options: Any,
     ) -> PostgresEventStore:
         """A store with its own engine for ``url`` (``postgres://``, ``postgresql://``
         or ``postgresql+psycopg://``, query options passed to libpq).
+
+        ``statement_timeout`` and ``lock_timeout`` (seconds; None keeps the
+        server's setting, 0 turns the limit off) are set on every connection of
+        the store, through libpq's ``options`` (added to any ``options`` in the
+        URL or in ``connect_args``). A statement that runs, or waits for a lock,
+        longer than that is cancelled, writes nothing and raises
+        :class:`~eventstore.errors.OperationTimeoutError`.
 
         ``pool_options`` go to :func:`sqlalchemy.create_engine` and override the
         defaults, which follow the operations guide: ``pool_size=5``,
         ``max_overflow=15`` (20 connections at most), ``pool_timeout=30``,
         ``pool_recycle=1800``. Pass ``pool_pre_ping=True`` to test each pooled
         connection before use (one extra round trip per call).
+
+        Raises :class:`~eventstore.errors.ValidationError` for a bad URL or timeout.
         """
+        parsed = normalize_url(url)
+        settings = {
+            name: _milliseconds(value, name)
+            for name, value in (
+                ("statement_timeout", statement_timeout),
+                ("lock_timeout", lock_timeout),
+            )
+            if value is not None
+        }
         options = {**POOL_DEFAULTS, **pool_options}
-        store = cls(create_engine(normalize_url(url), **options), registry)
+        if settings:
+            options["connect_args"] = _with_settings(parsed, options.get("connect_args"), settings)
+        store = cls(create_engine(parsed, **options), registry)
         store._owns_engine = True
         return store
 
@@ -322,6 +349,7 @@ class PostgresEventStore(BaseEventStore, Closing):
     _retryable_errors: tuple[type[BaseException], ...] = (
         psycopg.OperationalError,
         sqlalchemy.exc.OperationalError,
+        *OPERATIONAL_ERRORS,
     )
 
     def _projection_session(self, name: str, lock_timeout: float | None) -> ProjectionSession:
@@ -341,13 +369,15 @@ class PostgresEventStore(BaseEventStore, Closing):
         *,
         savepoint: bool = False,
     ) -> list[Row]:
-        """Run one statement and return its rows, raising psycopg's errors.
+        """Run one statement and return its rows.
 
         Without ``connection``: prepared, in autocommit, on a pooled driver
         connection (one round trip). With it: inside the caller's transaction,
-        in a savepoint when asked.
+        in a savepoint when asked (appends do). Operational failures come out as
+        the library's errors (see ``_translate``); others as psycopg raised them.
         """
-        try:
+        append_to = params.get("stream_id") if savepoint and connection is None else None
+        with translated_errors(append_to=append_to, database=self.engine.url.database):
             if connection is None:
                 with self._autocommit_connection() as driver:
                     cursor = driver.execute(sql, params, prepare=True)
@@ -366,17 +396,12 @@ class PostgresEventStore(BaseEventStore, Closing):
                     # One kind of error on both paths: psycopg's, as the fast path raises.
                     raise exc.orig from None
                 raise
-        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
-            raise SchemaError(
-                f"the event store schema is missing or out of date "
-                f"({exc.diag.message_primary}): "
-                "run `alembic upgrade head` or eventstore.migrations.upgrade(url)"
-            ) from exc
 
     @contextmanager
     def _autocommit_connection(self) -> Iterator[psycopg.Connection[Any]]:
         """A pooled psycopg connection switched to autocommit for the duration."""
-        pooled = self.engine.raw_connection()
+        with translated_errors(connecting=True, database=self.engine.url.database):
+            pooled = self.engine.raw_connection()
         driver: psycopg.Connection[Any] = pooled.driver_connection  # type: ignore[assignment]
         try:
             was_autocommit = driver.autocommit
@@ -387,9 +412,12 @@ class PostgresEventStore(BaseEventStore, Closing):
             finally:
                 if not was_autocommit and not driver.closed:
                     driver.autocommit = False
-        except psycopg.OperationalError:
+        except psycopg.OperationalError as exc:
             if driver.closed or driver.broken:
-                pooled.invalidate()
+                # As SQLAlchemy does on a disconnect: every connection opened before now
+                # is replaced at its next checkout (a server restart ended them all), so
+                # the pool costs callers one failed call, not one per idle connection.
+                self.engine.pool._invalidate(pooled, exc)
             raise
         finally:
             pooled.close()
@@ -547,6 +575,38 @@ class _PostgresProjectionSession:
             connection.invalidate()
         finally:
             connection.close()
+
+
+def _milliseconds(seconds: object, name: str) -> int:
+    """``seconds`` as whole milliseconds for a PostgreSQL setting (at least 1 unless 0)."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise ValidationError(f"{name} must be a number of seconds, not {type(seconds).__name__}")
+    if not (math.isfinite(seconds) and 0 <= seconds <= _MAX_TIMEOUT_SECONDS):
+        raise ValidationError(
+            f"{name} must be between 0 and {_MAX_TIMEOUT_SECONDS} seconds, got {seconds}"
+        )
+    return 0 if seconds == 0 else max(1, round(seconds * 1000))
+
+
+_MAX_TIMEOUT_SECONDS = 2_147_483
+"""PostgreSQL's largest timeout (2^31 - 1 ms), in whole seconds."""
+
+
+def _with_settings(url: URL, connect_args: object, settings: dict[str, int]) -> dict[str, Any]:
+    """``connect_args`` with ``-c name=value`` added to libpq's ``options``.
+
+    ``connect_args`` replace the URL's query options, so existing ``options``
+    come from ``connect_args`` if given there, else from the URL.
+    """
+    if connect_args is None:
+        connect_args = {}
+    if not isinstance(connect_args, dict):
+        raise ValidationError(f"connect_args must be a dict, not {type(connect_args).__name__}")
+    existing = connect_args.get("options", url.query.get("options", ""))
+    if isinstance(existing, tuple):
+        existing = " ".join(existing)
+    added = " ".join(f"-c {name}={value}ms" for name, value in settings.items())
+    return {**connect_args, "options": f"{existing} {added}".strip()}
 
 
 def _rows(result: CursorResult[Any]) -> list[Row]:

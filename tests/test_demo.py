@@ -253,7 +253,7 @@ def test_demo_reports_an_unreachable_database_in_one_line(tmp_path: Path) -> Non
         "demo", "--url", "postgresql://postgres:pw@127.0.0.1:1/nowhere", cwd=tmp_path, env=env
     )
     assert result.returncode == 1
-    assert result.stderr.startswith("Error: cannot reach the database:")
+    assert result.stderr.startswith("Error: cannot connect to the database server")
     assert len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
     assert ":pw@" not in result.stdout + result.stderr

@@ -4,16 +4,18 @@ staged for real, is reported with what to do; the exit code gates a deploy."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+from _staging import closed_port as _closed_port
+from _staging import execute as _execute
+from _staging import libpq_url as _libpq
+from _staging import require_password
 from click.testing import CliRunner
 from sqlalchemy.engine import URL
 
@@ -50,24 +52,8 @@ APP_PASSWORD = "right-horse-battery"
 WRONG_PASSWORD = "wrong-staple-42"
 
 
-def _libpq(url: str) -> str:
-    return normalize_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 def _by_name(checks: list[Check]) -> dict[str, Check]:
     return {check.name: check for check in checks}
-
-
-def _execute(url: str, *statements: str) -> None:
-    with psycopg.connect(_libpq(url), autocommit=True) as connection:
-        for statement in statements:
-            connection.execute(statement)
-
-
-def _closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -100,26 +86,7 @@ def password_role(own_server: str) -> URL:
     The embedded server trusts local connections; pg_hba.conf is changed to require
     a password for this one role, and reloaded.
     """
-    _execute(own_server, f"CREATE ROLE {APP_ROLE} LOGIN PASSWORD '{APP_PASSWORD}'")
-    with psycopg.connect(_libpq(own_server), autocommit=True) as admin:
-        hba_file = admin.execute("SHOW hba_file").fetchone()[0]  # type: ignore[index]
-        hba = Path(hba_file)
-        hba.write_text(
-            f"local all {APP_ROLE} scram-sha-256\nhost all {APP_ROLE} all scram-sha-256\n"
-            + hba.read_text()
-        )
-        assert admin.execute("SELECT pg_reload_conf()").fetchone() == (True,)
-    right = normalize_url(own_server).set(username=APP_ROLE, password=APP_PASSWORD)
-    # The postmaster reloads when it handles the signal: wait until a wrong password is refused.
-    wrong = _libpq(right.set(password=WRONG_PASSWORD).render_as_string(hide_password=False))
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            psycopg.connect(wrong).close()
-        except psycopg.OperationalError:
-            return right
-        assert time.monotonic() < deadline, "pg_hba.conf was not reloaded"
-        time.sleep(0.05)
+    return require_password(own_server, APP_ROLE, APP_PASSWORD, wrong=WRONG_PASSWORD)
 
 
 # -- connecting -------------------------------------------------------------------------

@@ -69,18 +69,21 @@ def redact(url: str) -> str:
 
 @contextmanager
 def reported_errors() -> Iterator[None]:
-    """Turn the library's errors and connection failures into one-line CLI errors."""
+    """Turn the library's errors and database failures into one-line CLI errors,
+    with the advice the library gives (see :mod:`eventstore._translate`)."""
     import psycopg
     import sqlalchemy.exc
+
+    from eventstore._translate import translate
 
     try:
         yield
     except EventStoreError as error:
         raise click.ClickException(str(error)) from None
-    except (psycopg.OperationalError, sqlalchemy.exc.OperationalError) as error:
-        message = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-        raise click.ClickException(f"cannot reach the database: {message}") from None
     except (psycopg.Error, sqlalchemy.exc.DBAPIError) as error:
+        translated = translate(error)
+        if translated is not None:
+            raise click.ClickException(str(translated)) from None
         message = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
         raise click.ClickException(
             f"the database refused: {message} (`eventstore doctor` checks the set-up)"

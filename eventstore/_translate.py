@@ -1,0 +1,232 @@
+"""Operational database failures as the library's errors, each saying what to do.
+
+:func:`translated_errors` wraps the code that connects and runs statements; the
+psycopg or SQLAlchemy exception it replaces stays chained as ``__cause__``.
+Errors are told apart by SQLSTATE (psycopg's error classes). A refused login
+is the exception: libpq reports a connection failure with the server's message
+and no SQLSTATE, so :func:`_connect_failure` reads that (English) text for
+authentication, connection slots and a missing database; a connection failure
+it does not recognise is a :class:`DatabaseUnavailableError`, which shows the
+message. Anything else (a unique violation among them: appends turn it into a
+ConcurrencyError themselves) propagates untouched.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+import psycopg.errors
+import sqlalchemy.exc
+
+from eventstore.errors import (
+    AppendOutcomeUnknownError,
+    AuthenticationError,
+    DatabaseNotFoundError,
+    DatabaseUnavailableError,
+    EventStoreError,
+    OperationTimeoutError,
+    SchemaError,
+    TooManyConnectionsError,
+)
+
+OPERATIONAL_ERRORS: tuple[type[EventStoreError], ...] = (
+    DatabaseUnavailableError,
+    AuthenticationError,
+    TooManyConnectionsError,
+    DatabaseNotFoundError,
+    OperationTimeoutError,
+)
+"""The translated counterparts of psycopg's and SQLAlchemy's ``OperationalError``."""
+
+_SERVER_DOWN_ADVICE = (
+    "check that the PostgreSQL server is running and that the host and port in the URL "
+    "are right (and reachable: listen_addresses, firewall)"
+)
+
+_PG_HBA_ADVICE = (
+    "check the user name and password in the URL; if they are right, the server's "
+    "pg_hba.conf must allow password authentication for this user, database and host: "
+    "find the file with SHOW hba_file; (for example /etc/postgresql/16/main/pg_hba.conf), "
+    'change "peer" or "ident" to "scram-sha-256" (or "md5") on the matching line, '
+    "then reload with SELECT pg_reload_conf();"
+)
+
+_SLOTS_ADVICE = (
+    "each store opens up to pool_size + max_overflow connections (5 + 15 by default): "
+    "lower them with PostgresEventStore.from_url(url, pool_size=..., max_overflow=...) or "
+    "close idle connections (SELECT count(*) FROM pg_stat_activity; counts them), "
+    "or raise the server's limit: ALTER SYSTEM SET max_connections = 200; and restart "
+    "PostgreSQL (or ALTER ROLE / ALTER DATABASE ... CONNECTION LIMIT n)"
+)
+
+_LOCK_WAITERS = (
+    "SELECT pid, state, wait_event_type, query FROM pg_stat_activity "
+    "WHERE wait_event_type = 'Lock' OR state = 'idle in transaction';"
+)
+
+# Where libpq gives no SQLSTATE: the server's message for a refused login.
+_AUTHENTICATION_TEXT = re.compile(
+    r"authentication failed|no password supplied|no pg_hba\.conf entry|role \".*\" does not exist"
+)
+_SLOTS_TEXT = re.compile(r"too many connections|too many clients|connection slots are reserved")
+_MISSING_DATABASE_TEXT = re.compile(r"database \".*\" does not exist")
+
+
+@contextmanager
+def translated_errors(
+    *, connecting: bool = False, append_to: str | None = None, database: str | None = None
+) -> Iterator[None]:
+    """Re-raise the operational failures of the block as :class:`EventStoreError`.
+
+    ``connecting``: the block only opens a connection (nothing was sent).
+    ``append_to``: the block runs an append to that stream in autocommit, so a
+    connection lost in it leaves the outcome unknown. ``database`` names the
+    database for the advice when it does not exist.
+    """
+    try:
+        yield
+    except (psycopg.Error, sqlalchemy.exc.DBAPIError, sqlalchemy.exc.TimeoutError) as exc:
+        error = translate(exc, connecting=connecting, append_to=append_to, database=database)
+        if error is None:
+            raise
+        raise error from exc
+
+
+def translate(
+    exc: BaseException,
+    *,
+    connecting: bool = False,
+    append_to: str | None = None,
+    database: str | None = None,
+) -> EventStoreError | None:
+    """The library's error for ``exc``, or None when there is nothing useful to say."""
+    if isinstance(exc, sqlalchemy.exc.TimeoutError):
+        return _pool_timeout(exc)
+    if isinstance(exc, sqlalchemy.exc.DBAPIError):
+        if not isinstance(exc.orig, psycopg.Error):
+            return None
+        exc = exc.orig
+    if not isinstance(exc, psycopg.Error):
+        return None
+    if isinstance(exc, (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn)):
+        return SchemaError(
+            f"the event store schema is missing or out of date "
+            f"({exc.diag.message_primary}): "
+            "run `alembic upgrade head` or eventstore.migrations.upgrade(url)"
+        )
+    sqlstate = exc.sqlstate
+    if sqlstate is None:
+        if not isinstance(exc, psycopg.OperationalError):
+            return None
+        if connecting or _failed_to_connect(exc):
+            return _connect_failure(exc, database)
+        return _lost(_first_line(exc), append_to)
+    detail = exc.diag.message_primary or _first_line(exc)
+    if sqlstate.startswith("28"):
+        return AuthenticationError(
+            f"the database server refused the login ({detail}): " + _PG_HBA_ADVICE
+        )
+    if sqlstate == "53300":
+        return TooManyConnectionsError(
+            f"the database server has no connection slot left ({detail}): " + _SLOTS_ADVICE
+        )
+    if sqlstate == "3D000":
+        return _missing_database(detail, database)
+    if sqlstate == "57014":
+        return OperationTimeoutError(
+            f"the statement was cancelled ({detail}): it ran longer than statement_timeout "
+            "or was cancelled by another session, and wrote nothing. See what it waited for "
+            f"({_LOCK_WAITERS}), retry later, or change the limit: "
+            "PostgresEventStore.from_url(url, statement_timeout=seconds)",
+            timeout="statement_timeout",
+        )
+    if sqlstate == "55P03":
+        return OperationTimeoutError(
+            f"the statement waited for a lock longer than lock_timeout ({detail}) and wrote "
+            "nothing: another transaction holds a lock on the table; find it with "
+            f"{_LOCK_WAITERS} retry later, or change the limit: "
+            "PostgresEventStore.from_url(url, lock_timeout=seconds)",
+            timeout="lock_timeout",
+        )
+    if sqlstate.startswith("08") or sqlstate in ("57P01", "57P02", "57P03"):
+        if connecting:
+            return DatabaseUnavailableError(
+                f"cannot connect to the database server ({detail}): {_SERVER_DOWN_ADVICE}; "
+                "nothing was sent, so the call can be retried once the server is back"
+            )
+        return _lost(detail, append_to)
+    return None
+
+
+def _failed_to_connect(exc: psycopg.OperationalError) -> bool:
+    # psycopg words every failure to open a connection "connection failed: ..."
+    # (libpq gives no SQLSTATE then): callers that did not say where the error
+    # came from still get the connect advice rather than "connection lost".
+    return str(exc).startswith("connection failed")
+
+
+def _connect_failure(exc: psycopg.Error, database: str | None) -> EventStoreError:
+    detail = _first_line(exc)
+    text = str(exc)
+    if _AUTHENTICATION_TEXT.search(text):
+        return AuthenticationError(
+            f"the database server refused the login ({detail}): " + _PG_HBA_ADVICE
+        )
+    if _SLOTS_TEXT.search(text):
+        return TooManyConnectionsError(
+            f"the database server has no connection slot left ({detail}): " + _SLOTS_ADVICE
+        )
+    if _MISSING_DATABASE_TEXT.search(text):
+        return _missing_database(detail, database)
+    return DatabaseUnavailableError(
+        f"cannot connect to the database server ({detail}): {_SERVER_DOWN_ADVICE}; "
+        "nothing was sent, so the call can be retried once the server is back"
+    )
+
+
+def _lost(detail: str, append_to: str | None) -> DatabaseUnavailableError:
+    if append_to is not None:
+        return AppendOutcomeUnknownError(
+            f"the connection to the database server was lost while appending to stream "
+            f"{append_to!r} ({detail}): the events may or may not have been committed. "
+            "Do not retry blindly: once the server is back, reload the stream (its version "
+            "and last events show whether the append is there) and append only what is "
+            f"missing; {_SERVER_DOWN_ADVICE}",
+            stream_id=append_to,
+        )
+    return DatabaseUnavailableError(
+        f"the connection to the database server was lost ({detail}): {_SERVER_DOWN_ADVICE}; "
+        "the call can be retried once the server is back (a transaction of your own on that "
+        "connection was rolled back: retry all of it)"
+    )
+
+
+def _missing_database(detail: str, database: str | None) -> DatabaseNotFoundError:
+    name = f'"{database}"' if database else "<name>"
+    return DatabaseNotFoundError(
+        f"the database does not exist ({detail}): create it, as a user allowed to create "
+        f"databases: CREATE DATABASE {name}; then create the tables: "
+        "`eventstore migrate upgrade` or eventstore.migrations.upgrade(url); "
+        "or fix the database name in the URL"
+    )
+
+
+def _pool_timeout(exc: sqlalchemy.exc.TimeoutError) -> OperationTimeoutError:
+    detail = str(exc.args[0]) if exc.args else "pool timeout"
+    return OperationTimeoutError(
+        f"no pooled connection became free within pool_timeout ({detail}): every connection "
+        "of the store's pool is in use. Hold connections for less time (end subscriptions "
+        "and transactions you no longer need) or give the pool more room: "
+        "PostgresEventStore.from_url(url, pool_size=..., max_overflow=..., pool_timeout=seconds)",
+        timeout="pool_timeout",
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(exc).__name__

@@ -117,7 +117,11 @@ _JSON = json.JSONEncoder(
 )
 
 
-def _check_json(value: object, where: str) -> None:
+MAX_METADATA_DEPTH = 100
+"""How deeply metadata may nest (objects and arrays); deeper is refused."""
+
+
+def _check_json(value: object, where: str, depth: int = 0) -> None:
     # Concrete types first: ABC isinstance checks are slow on this hot path.
     if isinstance(value, str):
         _check_text(value, where)
@@ -126,6 +130,8 @@ def _check_json(value: object, where: str) -> None:
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise ValidationError(f"{where} holds {value!r}; JSON has no NaN or Infinity")
+    elif depth >= MAX_METADATA_DEPTH:
+        raise ValidationError(f"{where} nests deeper than {MAX_METADATA_DEPTH} levels: flatten it")
     elif isinstance(value, (dict, Mapping)):
         for key, item in value.items():
             if not isinstance(key, str):
@@ -134,15 +140,20 @@ def _check_json(value: object, where: str) -> None:
                     "JSON object keys must be str"
                 )
             _check_text(key, where)
-            _check_json(item, where)
+            _check_json(item, where, depth + 1)
     elif isinstance(value, (list, tuple)):
         for item in value:
-            _check_json(item, where)
+            _check_json(item, where, depth + 1)
     else:
         raise ValidationError(
             f"{where} holds a {type(value).__name__}, which JSON cannot hold; "
             "use str, int, float, bool, None, lists and dicts"
         )
+
+
+def check_text(value: str, where: str) -> None:
+    """Refuse text PostgreSQL cannot store: NUL characters and lone surrogates."""
+    _check_text(value, where)
 
 
 def _check_text(value: str, where: str) -> None:

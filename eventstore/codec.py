@@ -11,8 +11,8 @@ tag        value
 62002      a frozenset (an array that decodes as a frozenset)
 62003      a naive datetime, as its ISO 8601 text
 62004      a time of day, naive or with a UTC offset, as its ISO 8601 text
-62005      a Decimal NaN or infinity, as its text (CBOR's tag 4 holds only
-           finite decimals)
+62005      a Decimal NaN, infinity or -0, as its text (CBOR's tag 4 holds only
+           finite decimals and no negative zero)
 =========  ===================================================================
 
 These tags are part of the stored format and never change meaning. The
@@ -20,6 +20,10 @@ top-level payload of a registered event is a plain CBOR map of its fields, so
 other languages can read it. Decoding never builds a class that is not
 registered: an object of an unknown name decodes as its plain fields, and any
 other unknown tag as a :class:`cbor2.CBORTag`.
+
+Nesting is limited to :data:`MAX_DEPTH` levels, the most the decoder accepts;
+:meth:`CborCodec.encode` refuses a deeper value, so nothing is ever stored that
+cannot be read back.
 """
 
 from __future__ import annotations
@@ -42,6 +46,16 @@ TAG_FROZENSET = 62002
 TAG_NAIVE_DATETIME = 62003
 TAG_TIME = 62004
 TAG_SPECIAL_DECIMAL = 62005
+
+MAX_DEPTH = 400
+"""The deepest nesting decode accepts (passed as cbor2's ``max_depth``); encode refuses more."""
+
+_SURELY_DECODABLE_DEPTH = 100
+"""Python nesting up to which the encoding is certainly within :data:`MAX_DEPTH`:
+one Python level never takes more than three CBOR levels (a registered dataclass
+is a tag, an array and a map), nor does any scalar."""
+
+_LEAF_TYPES = frozenset({str, int, float, bool, type(None), bytes, bytearray})
 
 _EncoderHook = Callable[[Any, Any], None]
 
@@ -71,10 +85,15 @@ def _encode_time(encoder: Any, value: time) -> None:
 
 
 def _encode_decimal(encoder: Any, value: Decimal) -> None:
-    if value.is_finite():
-        encoder.encode_decimal(value)
-    else:
+    sign, digits, exponent = value.as_tuple()
+    if not value.is_finite() or (sign and not any(digits)):
+        # NaN, infinities and -0 have no tag-4 form.
         encoder.encode_semantic(TAG_SPECIAL_DECIMAL, str(value))
+        return
+    mantissa = int("".join(map(str, digits)))
+    # RFC 8949 tag 4, [exponent, mantissa] as a plain array (cbor2's own encoder
+    # builds a tuple, which our tuple tag would wrap): readable by any CBOR library.
+    encoder.encode_semantic(4, [exponent, -mantissa if sign else mantissa])
 
 
 def _refuse(encoder: Any, value: Any) -> None:
@@ -114,8 +133,8 @@ def _decode_time(value: Any, immutable: bool) -> time:
 
 def _decode_special_decimal(value: Any, immutable: bool) -> Decimal:
     decoded = Decimal(value)
-    if decoded.is_finite():
-        raise ValueError(f"tag {TAG_SPECIAL_DECIMAL} holds only NaN and infinities")
+    if decoded.is_finite() and not (decoded.is_zero() and decoded.is_signed()):
+        raise ValueError(f"tag {TAG_SPECIAL_DECIMAL} holds only NaN, infinities and -0")
     return decoded
 
 
@@ -139,15 +158,35 @@ class CborCodec:
             TAG_TIME: _decode_time,
             TAG_SPECIAL_DECIMAL: _decode_special_decimal,
         }
+        self._trial_decoders = {**self._decoders, TAG_OBJECT: _placeholder}
 
     # -- encoding ---------------------------------------------------------------
 
     def encode(self, value: Any) -> bytes:
-        """CBOR bytes for ``value``; raises SerializationError naming what failed."""
+        """CBOR bytes for ``value``; raises SerializationError naming what failed.
+
+        A value nested more deeply than the decoder accepts (:data:`MAX_DEPTH`)
+        is refused here, before anything is stored.
+        """
+        depth = _nesting_depth(value)
         try:
-            return cbor2.dumps(value, encoders=self._current_encoders(), default=_refuse)
+            data = cbor2.dumps(value, encoders=self._current_encoders(), default=_refuse)
         except (cbor2.CBOREncodeError, UnicodeError, TypeError, ValueError, RecursionError) as exc:
             raise SerializationError(str(exc) or type(exc).__name__) from exc
+        if depth > _SURELY_DECODABLE_DEPTH:
+            self._check_decodable(data)
+        return data
+
+    def _check_decodable(self, data: bytes) -> None:
+        """Decode ``data`` as :meth:`decode` would, building no registered class;
+        raise SerializationError if that fails."""
+        try:
+            cbor2.loads(data, semantic_decoders=self._trial_decoders, max_depth=MAX_DEPTH)
+        except Exception as exc:
+            raise SerializationError(
+                f"the value is nested more deeply than the {MAX_DEPTH} levels a payload may "
+                f"have ({exc}): flatten it"
+            ) from exc
 
     def encode_payload(self, value: Any) -> bytes:
         """Like :meth:`encode`, but a registered dataclass at the top is a plain map."""
@@ -170,7 +209,7 @@ class CborCodec:
     def decode(self, data: bytes | bytearray | memoryview) -> Any:
         """The value encoded in ``data``; raises DeserializationError for bad bytes."""
         try:
-            return cbor2.loads(data, semantic_decoders=self._decoders)
+            return cbor2.loads(data, semantic_decoders=self._decoders, max_depth=MAX_DEPTH)
         except DeserializationError:
             raise
         except Exception as exc:  # cbor2 raises many types for hostile input
@@ -224,6 +263,61 @@ class CborCodec:
         if not isinstance(content, Mapping):
             raise DeserializationError(f"the fields of a {name} object must be a map")
         return _build(cls, content)
+
+
+def _placeholder(value: Any, immutable: bool) -> None:
+    return None
+
+
+def _nesting_depth(value: Any) -> int:
+    """How many containers enclose the most deeply nested item of ``value``.
+
+    Walks depth first without recursion and stops as soon as an item lies below
+    :data:`MAX_DEPTH` containers (every container is at least one CBOR level), so
+    a cyclic or absurdly deep value costs no more than a legal one: raises
+    :class:`SerializationError` then. A container of scalars only is passed over
+    with C-level iteration (``issuperset(map(type, ...))``): the common case.
+    """
+    if type(value) in _LEAF_TYPES:
+        return 0
+    only_leaves = _LEAF_TYPES.issuperset
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        kind = type(node)
+        items: Any
+        if kind is dict:
+            items = node.values() if only_leaves(map(type, node)) else [*node, *node.values()]
+        elif kind is list or kind is tuple or kind is set or kind is frozenset:
+            items = node
+        elif isinstance(node, Mapping):
+            items = [*node.keys(), *node.values()]
+        elif isinstance(node, (list, tuple, set, frozenset)):
+            items = node
+        elif isinstance(node, cbor2.CBORTag):
+            items = (node.value,)
+        elif dataclasses.is_dataclass(node) and not isinstance(node, type):
+            items = dataclass_fields(node).values()
+        elif isinstance(node, enum.Enum):
+            items = (node.value,)
+        else:
+            continue  # a scalar to cbor2 or an encoder hook (datetime, Decimal, UUID, ...)
+        if not items:
+            continue
+        if depth > deepest:
+            if depth > MAX_DEPTH:
+                raise SerializationError(
+                    f"the value is nested more than {MAX_DEPTH} levels deep, "
+                    "the most a payload may have: flatten it"
+                )
+            deepest = depth
+        if not only_leaves(map(type, items)):
+            depth += 1
+            for item in items:
+                if type(item) not in _LEAF_TYPES:
+                    stack.append((item, depth))
+    return deepest
 
 
 def _object_encoder(name: str, is_enum: bool) -> _EncoderHook:

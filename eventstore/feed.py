@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 from eventstore._closing import Closing
-from eventstore._validation import check_int
+from eventstore._validation import check_identifier, check_int, check_text
 from eventstore.errors import ValidationError
 from eventstore.records import Position, RecordedEvent
 
@@ -57,10 +57,13 @@ def check_feed_filter(
         if not types:
             raise ValidationError("event_types is empty: pass None to read every type")
         for event_type in types:
-            if not isinstance(event_type, str):
-                raise ValidationError(f"event_types must hold str, not {type(event_type).__name__}")
-    if stream_prefix is not None and not isinstance(stream_prefix, str):
-        raise ValidationError(f"stream_prefix must be a str, not {type(stream_prefix).__name__}")
+            check_identifier(event_type, "an entry of event_types")
+    if stream_prefix is not None:
+        if not isinstance(stream_prefix, str):
+            raise ValidationError(
+                f"stream_prefix must be a str, not {type(stream_prefix).__name__}"
+            )
+        check_text(stream_prefix, "stream_prefix")
     return types, stream_prefix
 
 

@@ -9,6 +9,8 @@ import psycopg
 import pytest
 
 from eventstore import EventRegistry, PostgresEventStore
+from eventstore.embedded import embedded_available, embedded_server
+from eventstore.migrations import upgrade
 from eventstore.roles import grant_app_role
 from eventstore.urls import normalize_url
 
@@ -90,3 +92,20 @@ def app_role_event_store(
         yield store
     finally:
         store.close()
+
+
+@pytest.fixture(scope="module")
+def own_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A migrated database on an embedded PostgreSQL cluster of the test module's own.
+
+    For tests that change cluster-wide things (pg_hba.conf, role connection limits)
+    or read them (the oldest running transaction, the feed's horizon, connection
+    counts), which another session on a shared server would disturb.
+    """
+    if not embedded_available():
+        pytest.skip("needs the embedded PostgreSQL (pg-eventstore[embedded])")
+    with embedded_server(tmp_path_factory.mktemp(request.module.__name__)) as url:
+        upgrade(url)
+        yield url

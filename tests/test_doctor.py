@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -22,7 +21,6 @@ from sqlalchemy.engine import URL
 from eventstore import NO_STREAM, NewEvent, PostgresEventStore
 from eventstore.cli import cli
 from eventstore.doctor import DEFAULT_POOL_CONNECTIONS, Check, overall, run_checks
-from eventstore.embedded import embedded_available, embedded_server
 from eventstore.migrations import upgrade
 from eventstore.urls import normalize_url
 
@@ -66,17 +64,6 @@ def _run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def migrated_url(scratch_database_url: str) -> str:
     upgrade(scratch_database_url)
     return scratch_database_url
-
-
-@pytest.fixture(scope="module")
-def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A migrated database on a cluster nobody else uses (the oldest transaction
-    and connection counts are cluster-wide), where the test may change pg_hba.conf."""
-    if not embedded_available():
-        pytest.skip("needs the embedded PostgreSQL (pg-eventstore[embedded])")
-    with embedded_server(tmp_path_factory.mktemp("doctor-pg")) as url:
-        upgrade(url)
-        yield url
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from _staging import closed_port, execute, libpq_url, require_password
 from sqlalchemy.engine import URL
 
 from eventstore import NO_STREAM, NewEvent, PostgresEventStore, ValidationError
-from eventstore.embedded import embedded_available, embedded_server
 from eventstore.errors import (
     AppendOutcomeUnknownError,
     AuthenticationError,
@@ -61,17 +60,6 @@ def _versions(url: str, stream_id: str) -> list[int]:
 def _show(store: PostgresEventStore, setting: str) -> str:
     with store.engine.connect() as connection:
         return str(connection.exec_driver_sql(f"SHOW {setting}").scalar())
-
-
-@pytest.fixture(scope="module")
-def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A migrated database on a server of this module's own (pg_hba.conf and role
-    connection limits are changed)."""
-    if not embedded_available():
-        pytest.skip("needs the embedded PostgreSQL (pg-eventstore[embedded])")
-    with embedded_server(tmp_path_factory.mktemp("errors-pg")) as url:
-        upgrade(url)
-        yield url
 
 
 @pytest.fixture(scope="module")

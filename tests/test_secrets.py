@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,9 +16,7 @@ from sqlalchemy.engine import URL
 
 from eventstore import NO_STREAM, NewEvent, PostgresEventStore
 from eventstore.cli import cli
-from eventstore.embedded import embedded_available, embedded_server
 from eventstore.errors import AuthenticationError, DatabaseUnavailableError, EventStoreError
-from eventstore.migrations import upgrade
 
 ROLE = "secrets_app"
 PASSWORD = "Pa55-right-kestrel"
@@ -38,15 +36,6 @@ CALLS: dict[str, Call] = {
     "read_all": lambda store: store.read_all(),
     "load_snapshot": lambda store: store.load_snapshot("order-1"),
 }
-
-
-@pytest.fixture(scope="module")
-def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if not embedded_available():
-        pytest.skip("needs the embedded PostgreSQL (pg-eventstore[embedded])")
-    with embedded_server(tmp_path_factory.mktemp("secrets-pg")) as url:
-        upgrade(url)
-        yield url
 
 
 @pytest.fixture(scope="module")

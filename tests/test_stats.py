@@ -24,7 +24,6 @@ from eventstore import (
     ProjectionRunner,
 )
 from eventstore.cli import cli
-from eventstore.embedded import embedded_available, embedded_server
 from eventstore.migrations import upgrade
 from eventstore.monitoring import collect_stats
 from eventstore.urls import normalize_url
@@ -90,17 +89,6 @@ def known_store(store: PostgresEventStore) -> PostgresEventStore:
     store.save_snapshot("order-a", 4, {"total": 4})
     store.save_snapshot("order-c", 1, {"total": 1})
     return store
-
-
-@pytest.fixture(scope="module")
-def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A migrated database on a PostgreSQL cluster nobody else uses: the oldest
-    running transaction and the feed's horizon are cluster-wide."""
-    if not embedded_available():
-        pytest.skip("needs the embedded PostgreSQL (pg-eventstore[embedded])")
-    with embedded_server(tmp_path_factory.mktemp("stats-pg")) as url:
-        upgrade(url)
-        yield url
 
 
 def test_empty_migrated_database_reports_zeros_and_every_table(migrated_url: str) -> None:

@@ -28,6 +28,7 @@ from eventstore.errors import (
     DatabaseUnavailableError,
     EventStoreError,
     OperationTimeoutError,
+    PermissionDeniedError,
     SchemaError,
     TooManyConnectionsError,
 )
@@ -60,6 +61,11 @@ _SLOTS_ADVICE = (
     "close idle connections (SELECT count(*) FROM pg_stat_activity; counts them), "
     "or raise the server's limit: ALTER SYSTEM SET max_connections = 200; and restart "
     "PostgreSQL (or ALTER ROLE / ALTER DATABASE ... CONNECTION LIMIT n)"
+)
+
+_GRANT_ADVICE = (
+    "the role in the URL lacks a privilege the store needs: as the tables' owner (the role "
+    "that ran the migrations) run `eventstore grant ROLE` (or eventstore.roles.grant_app_role)"
 )
 
 _LOCK_WAITERS = (
@@ -132,6 +138,11 @@ def translate(
     if sqlstate == "53300":
         return TooManyConnectionsError(
             f"the database server has no connection slot left ({detail}): " + _SLOTS_ADVICE
+        )
+    if sqlstate == "42501":
+        return PermissionDeniedError(
+            f"the database refused the statement ({detail}): "
+            + (exc.diag.message_hint or _GRANT_ADVICE)
         )
     if sqlstate == "3D000":
         return _missing_database(detail, database)

@@ -20,6 +20,10 @@ order; a check that cannot run because an earlier one failed is left out:
     ``events``, ``snapshots``, ``projection_checkpoints`` and every index of
     :mod:`eventstore.schema` exist (and are valid). Fail otherwise; at head the
     advice is the statements that recreate what is missing, below head the upgrade.
+``append-only log``
+    at head: the triggers that refuse ``UPDATE``, ``DELETE`` and ``TRUNCATE``
+    on ``events`` exist and are enabled. Fail otherwise, with the statements
+    that switch them back on.
 ``privileges``
     the user may do what the store does with each table. Fail otherwise, with
     the ``GRANT`` statements.
@@ -118,7 +122,9 @@ _MAINTENANCE_DATABASES = ("postgres", "template1")
 
 _RESTORE_FIX = (
     "right after a logical restore (pg_dump / pg_restore into another cluster), before any "
-    "writer starts, run once: BEGIN; UPDATE events SET transaction_id = pg_current_xact_id(); "
+    "writer starts, run once as the tables' owner: BEGIN; "
+    "SET LOCAL eventstore.allow_rewrite = on; "
+    "UPDATE events SET transaction_id = pg_current_xact_id(); "
     "UPDATE projection_checkpoints SET transaction_id = pg_current_xact_id()::text::bigint; "
     "COMMIT;"
 )
@@ -218,6 +224,8 @@ def run_checks(
             at_head = migration[0].status == "pass"
             checks.extend(migration)
             checks.extend(_guarded("tables", lambda: _object_checks(connection, at_head)))
+            if at_head:
+                checks.extend(_guarded("append-only log", lambda: [_append_only_check(connection)]))
             checks.extend(_guarded("privileges", lambda: [_privileges_check(connection)]))
             checks.extend(
                 _guarded("max_connections", lambda: [_connections_check(connection, pool)])
@@ -462,6 +470,9 @@ def _expected_indexes() -> Iterator[tuple[str, str]]:
 
 _UPGRADE = "run `eventstore migrate upgrade` (or `alembic upgrade head`)"
 
+APPEND_ONLY_TRIGGERS = ("events_refuse_update_delete", "events_refuse_truncate")
+"""The triggers on ``events`` of revision eventstore_0003 (named there too)."""
+
 
 def _schema_tables() -> list[str]:
     return [table.name for table in schema.metadata.sorted_tables]
@@ -544,6 +555,39 @@ def _object_checks(connection: Connection, at_head: bool) -> list[Check]:
         advice = "recreate: " + " ".join(fixes) if at_head else upgrade
         index_check = Check("indexes", "fail", "; ".join(problems), advice)
     return [table_check, index_check]
+
+
+def _append_only_check(connection: Connection) -> Check:
+    """The triggers of revision eventstore_0003 are there and fire."""
+    enabled = {
+        str(name): bool(on)
+        for name, on in connection.exec_driver_sql(
+            "SELECT tgname, tgenabled <> 'D' FROM pg_trigger "
+            "WHERE tgrelid = to_regclass('events') AND tgname = ANY(%(names)s)",
+            {"names": list(APPEND_ONLY_TRIGGERS)},
+        )
+    }
+    missing = [name for name in APPEND_ONLY_TRIGGERS if name not in enabled]
+    disabled = [name for name in APPEND_ONLY_TRIGGERS if enabled.get(name) is False]
+    if not missing and not disabled:
+        return Check("append-only log", "pass", "UPDATE, DELETE and TRUNCATE on events are refused")
+    problems = []
+    if disabled:
+        problems.append("disabled: " + ", ".join(disabled))
+    if missing:
+        problems.append("missing: " + ", ".join(missing))
+    advice = (
+        " ".join(f"ALTER TABLE events ENABLE TRIGGER {name};" for name in disabled)
+        if not missing
+        else "recreate them: `eventstore migrate downgrade eventstore_0002` then "
+        "`eventstore migrate upgrade`"
+    )
+    return Check(
+        "append-only log",
+        "fail",
+        "events can be rewritten, triggers " + "; ".join(problems),
+        advice,
+    )
 
 
 def _privileges_check(connection: Connection) -> Check:

@@ -146,6 +146,12 @@ class DatabaseNotFoundError(EventStoreError):
     """The database named in the URL does not exist on the server."""
 
 
+class PermissionDeniedError(EventStoreError):
+    """The server refused a statement for lack of a privilege (SQLSTATE 42501): a
+    role without the grants the store needs, or a rewrite of the append-only
+    event log by anyone but its owner through the erasure path."""
+
+
 class OperationTimeoutError(EventStoreError):
     """A time limit ran out; the statement that hit it wrote nothing.
 

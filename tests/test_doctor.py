@@ -21,6 +21,7 @@ from sqlalchemy.engine import URL
 from eventstore import NO_STREAM, NewEvent, PostgresEventStore
 from eventstore.cli import cli
 from eventstore.doctor import DEFAULT_POOL_CONNECTIONS, Check, overall, run_checks
+from eventstore.erasure import ALLOW_REWRITE
 from eventstore.migrations import upgrade
 from eventstore.urls import normalize_url
 
@@ -33,6 +34,7 @@ ALL_CHECKS = [
     "migration",
     "tables",
     "indexes",
+    "append-only log",
     "privileges",
     "max_connections",
     "shared_buffers",
@@ -179,7 +181,7 @@ def test_database_behind_head_fails_migration(scratch_database_url: str) -> None
     checks = _by_name(run_checks(scratch_database_url))
 
     assert checks["migration"].status == "fail"
-    assert "at eventstore_0001, behind head eventstore_0002" in checks["migration"].message
+    assert "at eventstore_0001, behind head eventstore_0003" in checks["migration"].message
     assert "eventstore migrate upgrade" in checks["migration"].advice
     assert checks["tables"].message == "missing: projection_checkpoints"
     assert "idx_events_feed" in checks["indexes"].message
@@ -188,6 +190,7 @@ def test_database_behind_head_fails_migration(scratch_database_url: str) -> None
     assert "eventstore migrate upgrade" in checks["indexes"].advice
     assert "stream load plan" not in checks
     assert "feed transaction ids" not in checks
+    assert "append-only log" not in checks
 
 
 def test_dropped_index_fails_with_the_statement_that_recreates_it(migrated_url: str) -> None:
@@ -203,6 +206,31 @@ def test_dropped_index_fails_with_the_statement_that_recreates_it(migrated_url: 
 
     _execute(migrated_url, statement)
     assert _by_name(run_checks(migrated_url))["indexes"].status == "pass"
+
+
+def test_a_disabled_append_only_trigger_fails_with_the_statement_that_enables_it(
+    migrated_url: str,
+) -> None:
+    assert _by_name(run_checks(migrated_url))["append-only log"].status == "pass"
+    _execute(migrated_url, "ALTER TABLE events DISABLE TRIGGER events_refuse_truncate")
+
+    check = _by_name(run_checks(migrated_url))["append-only log"]
+
+    assert check.status == "fail"
+    assert check.message == "events can be rewritten, triggers disabled: events_refuse_truncate"
+    assert check.advice == "ALTER TABLE events ENABLE TRIGGER events_refuse_truncate;"
+    _execute(migrated_url, check.advice)
+    assert _by_name(run_checks(migrated_url))["append-only log"].status == "pass"
+
+
+def test_a_dropped_append_only_trigger_fails_with_how_to_recreate_it(migrated_url: str) -> None:
+    _execute(migrated_url, "DROP TRIGGER events_refuse_update_delete ON events")
+
+    check = _by_name(run_checks(migrated_url))["append-only log"]
+
+    assert check.status == "fail"
+    assert check.message == "events can be rewritten, triggers missing: events_refuse_update_delete"
+    assert "eventstore migrate downgrade eventstore_0002" in check.advice
 
 
 # -- server settings --------------------------------------------------------------------
@@ -258,7 +286,10 @@ def test_transaction_ids_in_the_future_fail_until_the_readme_fix_runs(migrated_u
     with PostgresEventStore.from_url(migrated_url) as store:
         store.append_events("order-1", [NewEvent("OrderPlaced", {})], expected_version=NO_STREAM)
     # What a logical restore from a cluster that had counted further leaves behind.
-    _execute(migrated_url, "UPDATE events SET transaction_id = '999999999999'::xid8")
+    _execute(
+        migrated_url,
+        f"BEGIN; {ALLOW_REWRITE}; UPDATE events SET transaction_id = '999999999999'::xid8; COMMIT",
+    )
 
     check = _by_name(run_checks(migrated_url))["feed transaction ids"]
 

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 ALEMBIC_INI = REPO / "alembic.ini"
 ALEMBIC_CLI = Path(sys.executable).with_name("alembic")
 FIRST = "eventstore_0001"
-HEAD = "eventstore_0002"
+HEAD = "eventstore_0003"
 TABLES_AT_HEAD = {"events", "snapshots", "projection_checkpoints", "eventstore_alembic_version"}
 
 # (column, data type, nullable, default) in table order, as in the guide: what the

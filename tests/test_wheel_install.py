@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 REVISION_FILES = (
     "eventstore_0001_create_events_and_snapshots.py",
     "eventstore_0002_global_feed.py",
+    "eventstore_0003_immutable_events.py",
 )
 
 
@@ -150,7 +151,7 @@ def test_installed_wheel_migrates_without_the_repository(
     assert Path(report["script_location"]).is_relative_to(site_packages)
     assert Path(report["script_location"]).parts[-2:] == ("eventstore", "_alembic")
     assert report["before"] is None
-    assert report["after_upgrade"] == "eventstore_0002"
+    assert report["after_upgrade"] == "eventstore_0003"
     assert report["tables_after_upgrade"] == [
         "events",
         "eventstore_alembic_version",
@@ -248,6 +249,6 @@ def test_host_application_merges_the_eventstore_branch_into_its_history(
         "projection_checkpoints",
         "orders",
     }
-    assert versions == {"eventstore_0002", "host_0001"}
+    assert versions == {"eventstore_0003", "host_0001"}
     assert public_tables(scratch_database_url) == {"alembic_version", "orders"}
     assert versions_after_downgrade == {"host_0001"}

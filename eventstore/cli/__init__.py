@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import click
 
-from eventstore.cli import demo, doctor, grant, stats, transfer
+from eventstore.cli import demo, doctor, erase, grant, stats, transfer
 from eventstore.cli._common import cli
 from eventstore.cli.migrate import migrate
 
@@ -20,6 +20,7 @@ cli.add_command(migrate)
 cli.add_command(stats.command)
 cli.add_command(doctor.command)
 cli.add_command(grant.command)
+cli.add_command(erase.command)
 for transfer_command in transfer.commands:
     cli.add_command(transfer_command)
 

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from eventstore._validation import (
-    EncodedEvent,
+    EncodedBatch,
     check_identifier,
     check_int,
     check_limit,
@@ -251,7 +251,7 @@ class BaseEventStore(ABC):
     def _append(
         self,
         stream_id: str,
-        batch: list[EncodedEvent],
+        batch: EncodedBatch,
         expected_version: ExpectedVersion,
         lowest: int,
         highest: int,

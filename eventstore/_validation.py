@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, NamedTuple
 
 from eventstore.codec import CborCodec
 from eventstore.errors import SerializationError, ValidationError
@@ -23,6 +23,8 @@ MAX_VERSION = 2**63 - 1
 
 def check_identifier(value: object, what: str) -> str:
     """Return ``value`` if it is a usable stream id or event type, else raise."""
+    if _is_plain_identifier(value):
+        return value  # type: ignore[return-value]
     if not isinstance(value, str):
         raise ValidationError(f"{what} must be a str, not {type(value).__name__}")
     if not value:
@@ -41,6 +43,17 @@ def check_identifier(value: object, what: str) -> str:
             "use a shorter id (a UUID or a hash of the natural key)"
         )
     return value
+
+
+def _is_plain_identifier(value: object) -> bool:
+    """The common case, decided without encoding: non-empty ASCII (one byte per
+    character, so its length is its size in UTF-8) without NUL."""
+    return (
+        type(value) is str
+        and 0 < len(value) <= MAX_IDENTIFIER_BYTES
+        and value.isascii()
+        and "\x00" not in value
+    )
 
 
 def check_int(value: object, what: str, *, minimum: int) -> int:
@@ -102,8 +115,29 @@ def metadata_json(metadata: object, event_type: str) -> str | None:
             f"metadata of {event_type!r} must be a mapping (a JSON object), "
             f"not {type(metadata).__name__}"
         )
+    if type(metadata) is dict and _is_flat(metadata):
+        # The common case, checked on the encoded text: json refuses NaN and
+        # Infinity; an ASCII text holds no lone surrogate, and a NUL character
+        # would show as the escape \u0000. Anything else takes the full check.
+        try:
+            text = _JSON.encode(metadata)
+        except ValueError:
+            pass
+        else:
+            if text.isascii() and "\\u0000" not in text:
+                return text
     _check_json(metadata, f"metadata of {event_type!r}")
     return _JSON.encode(metadata)
+
+
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _is_flat(metadata: dict[Any, Any]) -> bool:
+    """True for a dict of str keys and JSON scalar values (no nesting)."""
+    return all(type(key) is str for key in metadata) and _JSON_SCALARS.issuperset(
+        map(type, metadata.values())
+    )
 
 
 def _mapping_to_dict(value: object) -> dict[str, Any]:
@@ -167,8 +201,7 @@ def _check_text(value: str, where: str) -> None:
         raise ValidationError(f"{where} contains a lone surrogate: {value!r}") from exc
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class EncodedEvent:
+class EncodedEvent(NamedTuple):
     """One event of a batch, checked and encoded, ready to store."""
 
     event_type: str
@@ -176,39 +209,72 @@ class EncodedEvent:
     metadata: str | None
 
 
-def encode_batch(events: object, codec: CborCodec) -> list[EncodedEvent]:
+@dataclasses.dataclass(slots=True)
+class EncodedBatch:
+    """A checked and encoded batch, by column (what a multi-row insert takes):
+    ``event_types[i]``, ``data[i]`` and ``metadata[i]`` describe event ``i``."""
+
+    event_types: list[str]
+    data: list[bytes]
+    metadata: list[str | None]
+
+    def __len__(self) -> int:
+        return len(self.event_types)
+
+    def __iter__(self) -> Iterator[EncodedEvent]:
+        for row in zip(self.event_types, self.data, self.metadata, strict=True):
+            yield EncodedEvent(*row)
+
+
+def encode_batch(events: object, codec: CborCodec) -> EncodedBatch:
     """Check and encode every event of a batch; raise before anything is stored.
 
     Items are :class:`NewEvent` or instances of classes registered in the
-    codec's registry.
+    codec's registry. This runs once per appended event, so the common case
+    (a NewEvent with a plain dict payload and flat metadata) is written out
+    inline; everything else goes through the general checks.
     """
-    if isinstance(events, (NewEvent, str, bytes, Mapping)) or not isinstance(events, Iterable):
+    if type(events) is not list and (
+        isinstance(events, (NewEvent, str, bytes, Mapping)) or not isinstance(events, Iterable)
+    ):
         raise ValidationError(
             f"events must be a list of events, not {type(events).__name__}: "
             "wrap a single event in a list"
         )
-    encoded = [_encode_one(item, position, codec) for position, item in enumerate(events)]
-    if not encoded:
+    event_types: list[str] = []
+    payloads: list[bytes] = []
+    metadata_texts: list[str | None] = []
+    encode_plain = codec.encode_plain_dict
+    for position, item in enumerate(events):
+        if type(item) is NewEvent:
+            event_type, data, metadata = item.event_type, item.data, item.metadata
+            if not _is_plain_identifier(event_type):
+                check_identifier(event_type, f"event_type of event {position}")
+        else:
+            event_type, data, metadata = _unpack(item, position, codec)
+        try:
+            payload = encode_plain(data) if type(data) is dict else codec.encode_payload(data)
+        except SerializationError as exc:
+            raise SerializationError(
+                f"cannot encode the payload of event {position} ({event_type!r}): {exc}"
+            ) from exc
+        event_types.append(event_type)
+        payloads.append(payload)
+        metadata_texts.append(None if metadata is None else metadata_json(metadata, event_type))
+    if not event_types:
         raise ValidationError("events is empty: append at least one event")
-    return encoded
+    return EncodedBatch(event_types, payloads, metadata_texts)
 
 
-def _encode_one(item: object, position: int, codec: CborCodec) -> EncodedEvent:
+def _unpack(item: object, position: int, codec: CborCodec) -> tuple[str, Any, Any]:
+    """``(event_type, data, metadata)`` of a NewEvent subclass or a registered dataclass."""
     if isinstance(item, NewEvent):
-        event_type = check_identifier(item.event_type, f"event_type of event {position}")
-        data, metadata = item.data, item.metadata
-    else:
-        name = codec.registry.name_of(item)
-        if name is None or not dataclasses.is_dataclass(item):
-            raise ValidationError(
-                f"event {position} is a {type(item).__qualname__}: pass an eventstore.NewEvent "
-                "or an instance of a dataclass registered with the store's EventRegistry"
-            )
-        event_type, data, metadata = name, item, None
-    try:
-        payload = codec.encode_payload(data)
-    except SerializationError as exc:
-        raise SerializationError(
-            f"cannot encode the payload of event {position} ({event_type!r}): {exc}"
-        ) from exc
-    return EncodedEvent(event_type, payload, metadata_json(metadata, event_type))
+        check_identifier(item.event_type, f"event_type of event {position}")
+        return item.event_type, item.data, item.metadata
+    name = codec.registry.name_of(item)
+    if name is None or not dataclasses.is_dataclass(item):
+        raise ValidationError(
+            f"event {position} is a {type(item).__qualname__}: pass an eventstore.NewEvent "
+            "or an instance of a dataclass registered with the store's EventRegistry"
+        )
+    return name, item, None

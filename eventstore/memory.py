@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from eventstore._base import BaseEventStore, StoredEventRow
-from eventstore._validation import EncodedEvent
+from eventstore._validation import EncodedBatch
 from eventstore.errors import ConcurrencyError, ProjectionLockedError
 from eventstore.records import ExpectedVersion, Position, RecordedEvent
 from eventstore.registry import EventRegistry
@@ -70,7 +70,7 @@ class InMemoryEventStore(BaseEventStore):
     def _append(
         self,
         stream_id: str,
-        batch: list[EncodedEvent],
+        batch: EncodedBatch,
         expected_version: ExpectedVersion,
         lowest: int,
         highest: int,

@@ -32,8 +32,8 @@ from sqlalchemy.pool import PoolProxiedConnection
 from eventstore._base import BaseEventStore
 from eventstore._closing import Closing
 from eventstore._engines import check_engine
-from eventstore._translate import OPERATIONAL_ERRORS, translated_errors
-from eventstore._validation import EncodedEvent
+from eventstore._translate import OPERATIONAL_ERRORS, translate, translated_errors
+from eventstore._validation import EncodedBatch
 from eventstore.errors import (
     ConcurrencyError,
     ProjectionLockedError,
@@ -67,13 +67,15 @@ _HEAD = """head AS (
     ) AS last ON true
 )"""
 
+# Arrays go in binary (%b): text arrays would quote and escape every element in
+# Python, which costs more than the whole server-side insert of a small event.
 _APPEND = f"""
 WITH {_HEAD}, inserted AS (
     INSERT INTO events (stream_id, version, event_type, event_data, metadata)
     SELECT %(stream_id)s, head.version + batch.ordinal,
            batch.event_type, batch.event_data, batch.metadata
     FROM head,
-         unnest(%(types)s::text[], %(data)s::bytea[], %(metadata)s::text[]::jsonb[])
+         unnest(%(types)b::text[], %(data)b::bytea[], %(metadata)b::text[]::jsonb[])
              WITH ORDINALITY AS batch(event_type, event_data, metadata, ordinal)
     WHERE head.version BETWEEN %(lowest)s::bigint AND %(highest)s::bigint AND head.in_order
     RETURNING version
@@ -169,6 +171,11 @@ POOL_DEFAULTS: dict[str, Any] = {
 """The engine options :meth:`PostgresEventStore.from_url` uses unless told otherwise
 (the operations guide's pool settings)."""
 
+_DATABASE_ERRORS = (psycopg.Error, sqlalchemy.exc.DBAPIError, sqlalchemy.exc.TimeoutError)
+"""What the driver and the pool raise; :func:`translate` picks the operational ones."""
+
+_TUPLES_OK = psycopg.pq.ExecStatus.TUPLES_OK
+
 _ANY_RETRIES = 100
 """How often an ``ANY`` append is retried after losing a race (nothing was written)."""
 
@@ -248,7 +255,7 @@ class PostgresEventStore(BaseEventStore, Closing):
     def _append(
         self,
         stream_id: str,
-        batch: list[EncodedEvent],
+        batch: EncodedBatch,
         expected_version: ExpectedVersion,
         lowest: int,
         highest: int,
@@ -261,14 +268,10 @@ class PostgresEventStore(BaseEventStore, Closing):
         }
         if len(batch) == 1:
             statement = _APPEND_ONE
-            params.update(type=batch[0].event_type, data=batch[0].data, metadata=batch[0].metadata)
+            params.update(type=batch.event_types[0], data=batch.data[0], metadata=batch.metadata[0])
         else:
             statement = _APPEND
-            params.update(
-                types=[event.event_type for event in batch],
-                data=[event.data for event in batch],
-                metadata=[event.metadata for event in batch],
-            )
+            params.update(types=batch.event_types, data=batch.data, metadata=batch.metadata)
         for _ in range(_ANY_RETRIES):
             try:
                 new_version, head, in_order, _ = self._fetch(
@@ -376,12 +379,11 @@ class PostgresEventStore(BaseEventStore, Closing):
         in a savepoint when asked (appends do). Operational failures come out as
         the library's errors (see ``_translate``); others as psycopg raised them.
         """
-        append_to = params.get("stream_id") if savepoint and connection is None else None
-        with translated_errors(append_to=append_to, database=self.engine.url.database):
-            if connection is None:
-                with self._autocommit_connection() as driver:
-                    cursor = driver.execute(sql, params, prepare=True)
-                    return cursor.fetchall() if cursor.description is not None else []
+        if connection is None:
+            return self._fetch_autocommit(
+                sql, params, params.get("stream_id") if savepoint else None
+            )
+        with translated_errors(database=self.engine.url.database):
             if not isinstance(connection, Connection):
                 raise ValidationError(
                     f"connection must be a SQLAlchemy Connection, not {type(connection).__name__}"
@@ -397,29 +399,47 @@ class PostgresEventStore(BaseEventStore, Closing):
                     raise exc.orig from None
                 raise
 
-    @contextmanager
-    def _autocommit_connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled psycopg connection switched to autocommit for the duration."""
-        with translated_errors(connecting=True, database=self.engine.url.database):
-            pooled = self.engine.raw_connection()
-        driver: psycopg.Connection[Any] = pooled.driver_connection  # type: ignore[assignment]
+    def _fetch_autocommit(
+        self, sql: str, params: dict[str, Any], append_to: str | None
+    ) -> list[Row]:
+        """The hot path: ``sql`` prepared, in autocommit, on a pooled driver connection.
+
+        Written out flat (no context managers) because it runs on every call
+        without a caller's connection; ``append_to`` names the stream when the
+        statement is an append (a lost connection then leaves its outcome unknown).
+        """
+        pool = self.engine.pool
+        database = self.engine.url.database
         try:
-            was_autocommit = driver.autocommit
+            pooled = pool.connect()
+        except _DATABASE_ERRORS as exc:
+            error = translate(exc, connecting=True, database=database)
+            if error is None:
+                raise
+            raise error from exc
+        driver: psycopg.Connection[Any] = pooled.driver_connection  # type: ignore[assignment]
+        was_autocommit = driver.autocommit
+        try:
             if not was_autocommit:
                 driver.autocommit = True
-            try:
-                yield driver
-            finally:
-                if not was_autocommit and not driver.closed:
-                    driver.autocommit = False
-        except psycopg.OperationalError as exc:
-            if driver.closed or driver.broken:
+            cursor = driver.execute(sql, params, prepare=True)
+            result = cursor.pgresult
+            if result is None or result.status != _TUPLES_OK:
+                return []
+            return cursor.fetchall()
+        except _DATABASE_ERRORS as exc:
+            if isinstance(exc, psycopg.OperationalError) and (driver.closed or driver.broken):
                 # As SQLAlchemy does on a disconnect: every connection opened before now
                 # is replaced at its next checkout (a server restart ended them all), so
                 # the pool costs callers one failed call, not one per idle connection.
-                self.engine.pool._invalidate(pooled, exc)
-            raise
+                pool._invalidate(pooled, exc)
+            error = translate(exc, append_to=append_to, database=database)
+            if error is None:
+                raise
+            raise error from exc
         finally:
+            if not was_autocommit and not driver.closed:
+                driver.autocommit = False
             pooled.close()
 
 

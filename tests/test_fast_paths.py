@@ -1,0 +1,155 @@
+"""The hot paths of an append give exactly what the general checks give.
+
+``encode_batch`` takes shortcuts for the common case (a plain dict payload,
+flat metadata, an ASCII event type). These properties compare each shortcut
+with the general path it stands in for, on generated values including the
+awkward ones (NUL, lone surrogates, NaN, big integers, deep nesting), so a
+shortcut can neither accept what the general path refuses nor encode
+differently."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import cbor2
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eventstore import NewEvent, SerializationError, ValidationError
+from eventstore._validation import (
+    _JSON,
+    _check_json,
+    check_identifier,
+    encode_batch,
+    metadata_json,
+)
+from eventstore.codec import MAX_DEPTH, CborCodec, _refuse
+
+CODEC = CborCodec()
+
+text = st.text(alphabet=st.characters(codec=None, blacklist_categories=()), max_size=12)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    text,
+    st.binary(max_size=8),
+)
+plain = st.recursive(
+    scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(text, children, max_size=4)
+    ),
+    max_leaves=20,
+)
+plain_dicts = st.dictionaries(text, plain, max_size=6)
+
+
+def general_encode(value: Any) -> bytes:
+    """What the codec does for a value that is not plain (every encoder hook on)."""
+    return cbor2.dumps(value, encoders=CODEC._current_encoders(), default=_refuse)
+
+
+def outcome(call: Any, *args: Any) -> tuple[str, Any]:
+    try:
+        return "ok", call(*args)
+    except (SerializationError, ValidationError) as error:
+        return "refused", type(error)
+
+
+@settings(max_examples=300, deadline=None)
+@given(plain_dicts)
+def test_a_plain_dict_payload_encodes_to_the_same_bytes_as_the_general_path(
+    value: dict[str, Any],
+) -> None:
+    fast = outcome(CODEC.encode_plain_dict, value)
+    general = outcome(CODEC.encode, value)
+    assert fast == general
+    if fast[0] == "ok":
+        assert fast[1] == general_encode(value)
+
+
+@pytest.mark.parametrize("depth", [99, 100, 101, 150, MAX_DEPTH, MAX_DEPTH + 1, 5000])
+def test_deep_plain_payloads_take_the_general_path_and_its_limit(depth: int) -> None:
+    value: Any = 1
+    for _ in range(depth - 1):
+        value = [value]
+    payload = {"deep": value}
+    assert outcome(CODEC.encode_plain_dict, payload) == outcome(CODEC.encode, payload)
+    if depth > MAX_DEPTH:
+        with pytest.raises(SerializationError):
+            CODEC.encode_plain_dict(payload)
+
+
+def test_a_dict_with_tuples_or_subclasses_inside_keeps_its_tags() -> None:
+    class Sub(dict[str, Any]):
+        pass
+
+    for payload in ({"t": (1, 2)}, {"s": {1, 2}}, {"d": Sub(a=1)}, {(1, 2): "k"}):
+        assert CODEC.encode_plain_dict(payload) == CODEC.encode(payload)
+        assert CODEC.decode(CODEC.encode_plain_dict(payload)) == payload
+
+
+def reference_metadata(metadata: Any) -> str:
+    """The general check, then the encoding, without any shortcut."""
+    _check_json(metadata, "metadata of 'E'")
+    return _JSON.encode(metadata)
+
+
+flat_metadata = st.dictionaries(
+    st.one_of(text, st.integers(), st.none()),
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(allow_nan=True, allow_infinity=True),
+        text,
+    ),
+    max_size=5,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(flat_metadata, st.dictionaries(text, plain, max_size=3)))
+def test_metadata_shortcut_agrees_with_the_general_check(metadata: dict[Any, Any]) -> None:
+    assert outcome(metadata_json, metadata, "E") == outcome(reference_metadata, metadata)
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"k": "a\x00b"},
+        {"k": "\ud800"},
+        {"\x00": 1},
+        {"k": math.nan},
+        {"k": math.inf},
+        {1: "int key"},
+        {"k": "\\u0000 is fine as text"},
+        {"k": "caf\u00e9"},
+    ],
+)
+def test_metadata_edge_cases_agree(metadata: dict[Any, Any]) -> None:
+    assert outcome(metadata_json, metadata, "E") == outcome(reference_metadata, metadata)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(text, st.text(max_size=1030), st.integers(), st.none()))
+def test_event_type_shortcut_agrees_with_check_identifier(event_type: Any) -> None:
+    batch = outcome(encode_batch, [NewEvent(event_type, {})], CODEC)
+    general = outcome(check_identifier, event_type, "event_type of event 0")
+    assert batch[0] == general[0]
+    if batch[0] == "ok":
+        assert batch[1].event_types == [event_type]
+
+
+def test_a_batch_is_encoded_by_column_in_order() -> None:
+    events = [NewEvent("A", {"n": 1}, {"m": 1}), NewEvent("B", {"n": (2,)}), NewEvent("C", [3])]
+    batch = encode_batch(events, CODEC)
+    assert len(batch) == 3
+    assert batch.event_types == ["A", "B", "C"]
+    assert [CODEC.decode(data) for data in batch.data] == [{"n": 1}, {"n": (2,)}, [3]]
+    assert batch.metadata == ['{"m":1}', None, None]
+    assert [event.event_type for event in batch] == ["A", "B", "C"]

@@ -30,7 +30,13 @@ from eventstore.feed import (
     page_through,
 )
 from eventstore.projections import ProjectionSession
-from eventstore.records import ExpectedVersion, Position, RecordedEvent, Snapshot
+from eventstore.records import (
+    ExpectedVersion,
+    Position,
+    RecordedEvent,
+    Snapshot,
+    recorded_event,
+)
 from eventstore.registry import EventRegistry
 from eventstore.store import DEFAULT_BATCH_SIZE, paginate
 
@@ -223,15 +229,17 @@ class BaseEventStore(ABC):
 
     def _events(self, rows: Iterable[StoredEventRow]) -> list[RecordedEvent]:
         decode = self.codec.decode_event_data
+        build = recorded_event
         return [
-            RecordedEvent(
+            build(
                 stream_id,
                 version,
                 event_type,
                 decode(stream_id, version, event_type, event_data),
                 metadata,
                 created_at,
-                Position(transaction_id, sequence),
+                transaction_id,
+                sequence,
             )
             for (
                 stream_id,

@@ -10,7 +10,6 @@ written for the PostgreSQL store runs unchanged, and ignored.
 from __future__ import annotations
 
 import bisect
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -37,13 +36,14 @@ class _StoredEvent:
     position: Position
 
     def row(self) -> StoredEventRow:
-        # Metadata is parsed afresh on every read, as JSONB is: callers get copies.
+        # Metadata stays JSON text, parsed afresh by each event that is read, as
+        # from PostgreSQL: callers get copies.
         return (
             self.stream_id,
             self.version,
             self.event_type,
             self.data,
-            None if self.metadata is None else json.loads(self.metadata),
+            self.metadata,
             self.created_at,
             self.position.transaction_id,
             self.position.sequence,

@@ -99,7 +99,8 @@ SELECT (SELECT version FROM inserted), head.version, head.in_order,
 FROM head
 """
 
-_EVENT_COLUMNS = """stream_id, version, event_type, event_data, metadata, created_at,
+# Metadata as text: RecordedEvent parses it only when read (see records.py).
+_EVENT_COLUMNS = """stream_id, version, event_type, event_data, metadata::text, created_at,
        transaction_id::text::bigint, position"""
 
 LOAD_STREAM_SQL = f"""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -87,6 +88,85 @@ class RecordedEvent:
     position: Position | None = None
 
 
+class _StoredRecordedEvent(RecordedEvent):
+    """A :class:`RecordedEvent` read from storage, whose metadata is kept as the
+    stored JSON text until ``.metadata`` is first read (then parsed once).
+
+    Loads and feed reads build these: most readers never look at metadata, and
+    parsing it was a large share of a load. It behaves as a RecordedEvent in
+    every way (equality, hashing, ``repr``, pickling, ``dataclasses.replace`` and
+    ``asdict``); only ``type(event)`` tells it apart.
+    """
+
+    __slots__ = ("_metadata_json",)
+    _metadata_json: str | None
+
+    @property
+    def metadata(self) -> dict[str, Any] | None:
+        value = _get_metadata(self)
+        if value is _UNPARSED:
+            text = self._metadata_json
+            value = None if text is None else json.loads(text)
+            _set_metadata(self, value)
+        return value  # type: ignore[no-any-return]
+
+    @metadata.setter
+    def metadata(self, value: dict[str, Any] | None) -> None:
+        # Only object.__setattr__ gets here (the dataclass __init__, unpickling):
+        # the frozen class's own __setattr__ refuses assignment first.
+        _set_metadata(self, value)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RecordedEvent):
+            return _field_values(self) == _field_values(other)
+        return NotImplemented
+
+    __hash__ = RecordedEvent.__hash__
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in _FIELD_NAMES)
+        return f"RecordedEvent({fields})"
+
+
+_UNPARSED: Any = object()
+
+
+def _field_values(event: RecordedEvent) -> tuple[Any, ...]:
+    return tuple(getattr(event, name) for name in _FIELD_NAMES)
+
+
+def recorded_event(
+    stream_id: str,
+    version: int,
+    event_type: str,
+    data: Any,
+    metadata_json: str | None,
+    created_at: datetime,
+    transaction_id: int,
+    sequence: int,
+) -> RecordedEvent:
+    """A RecordedEvent for a stored row, at ``Position(transaction_id, sequence)``,
+    whose ``metadata`` is ``metadata_json`` parsed on first access.
+
+    Built for the load path at a fraction of the constructors' cost: the frozen
+    dataclasses' generated ``__init__`` sets each field through
+    ``object.__setattr__``; here the slots' own descriptors set them directly
+    (the same effect: every field is given, there is no ``__post_init__``)."""
+    position = _new(Position)
+    _set_transaction_id(position, transaction_id)
+    _set_sequence(position, sequence)
+    event = _new(_StoredRecordedEvent)
+    _set_stream_id(event, stream_id)
+    _set_version(event, version)
+    _set_event_type(event, event_type)
+    _set_data(event, data)
+    _set_metadata(event, _UNPARSED)
+    _set_metadata_json(event, metadata_json)
+    _set_created_at(event, created_at)
+    _set_position(event, position)
+    return event
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """The saved state of a stream as of ``version`` (one snapshot per stream)."""
@@ -95,3 +175,20 @@ class Snapshot:
     version: int
     state: Any
     created_at: datetime
+
+
+# The slot descriptors recorded_event() sets fields with; a field added to either
+# class without a line here would fail the equality test in tests/test_records.py.
+_new = object.__new__
+_set_transaction_id = vars(Position)["transaction_id"].__set__
+_set_sequence = vars(Position)["sequence"].__set__
+_set_stream_id = vars(RecordedEvent)["stream_id"].__set__
+_set_version = vars(RecordedEvent)["version"].__set__
+_set_event_type = vars(RecordedEvent)["event_type"].__set__
+_set_data = vars(RecordedEvent)["data"].__set__
+_set_metadata = vars(RecordedEvent)["metadata"].__set__
+_get_metadata = vars(RecordedEvent)["metadata"].__get__
+_set_metadata_json = vars(_StoredRecordedEvent)["_metadata_json"].__set__
+_FIELD_NAMES = tuple(RecordedEvent.__dataclass_fields__)
+_set_created_at = vars(RecordedEvent)["created_at"].__set__
+_set_position = vars(RecordedEvent)["position"].__set__

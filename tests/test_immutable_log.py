@@ -13,6 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from _staging import libpq_url
+from _store_helpers import wait_for_feed_horizon
 from conftest import APP_ROLE
 
 from eventstore import (
@@ -146,6 +147,7 @@ def test_erase_stream_removes_one_stream_and_its_snapshot(
     assert event_store.load_snapshot("order-1") is None
     assert [e.version for e in event_store.load_events("order-2")] == [1, 2]
     assert event_store.load_snapshot("order-2") is not None
+    wait_for_feed_horizon(event_store)
     assert [e.stream_id for e in event_store.read_all()] == ["order-2", "order-2"]
     # The stream id is free again; the log stays append-only afterwards.
     assert event_store.append_events("order-1", [NewEvent("Placed", {})], expected_version=0)

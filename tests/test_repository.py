@@ -245,7 +245,7 @@ def test_evolve_gets_registered_events_as_themselves_and_others_as_envelopes(
     placed, replayed_note = replaying.seen
     assert type(placed) is OrderPlaced
     assert placed == OrderPlaced("o-8", "eve")
-    assert type(replayed_note) is RecordedEvent
+    assert isinstance(replayed_note, RecordedEvent)
     assert (replayed_note.stream_id, replayed_note.version) == ("order-8", 2)
     assert replayed_note.event_type == "NoteAdded"
     assert replayed_note.data == {"text": "fragile"}

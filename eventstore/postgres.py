@@ -100,6 +100,10 @@ FROM head
 """
 
 # Metadata as text: RecordedEvent parses it only when read (see records.py).
+# The same appends without the NOTIFY, for stores built with notify=False.
+_APPEND_SILENT = _APPEND.replace(_NOTIFY_IF_INSERTED, "NULL")
+_APPEND_ONE_SILENT = _APPEND_ONE.replace(_NOTIFY_IF_INSERTED, "NULL")
+
 _EVENT_COLUMNS = """stream_id, version, event_type, event_data, metadata::text, created_at,
        transaction_id::text::bigint, position"""
 
@@ -192,12 +196,25 @@ class PostgresEventStore(BaseEventStore, Closing):
     Build it with :meth:`from_url` (the store owns its engine; :meth:`close`
     disposes it) or hand it the application's :class:`~sqlalchemy.engine.Engine`
     (shared; closing the store leaves it alone). Thread-safe: share one store.
+
+    ``notify`` (default True): every append sends a NOTIFY in its own
+    transaction, which wakes subscriptions at once. PostgreSQL serialises the
+    commits of notifying transactions (one queue lock, held through the WAL
+    flush), so concurrent appenders then cannot share a flush: for write-heavy
+    services whose readers can wait, ``notify=False`` appends without it, and
+    subscriptions see new events within their ``poll_interval`` instead.
     """
 
-    def __init__(self, engine: Engine, registry: EventRegistry | None = None) -> None:
+    def __init__(
+        self, engine: Engine, registry: EventRegistry | None = None, *, notify: bool = True
+    ) -> None:
         super().__init__(registry)
         self.engine = check_engine(engine)
         self._owns_engine = False
+        self.notify = _check_notify(notify)
+        self._append_one, self._append_many = (
+            (_APPEND_ONE, _APPEND) if notify else (_APPEND_ONE_SILENT, _APPEND_SILENT)
+        )
 
     @classmethod
     def from_url(
@@ -207,6 +224,7 @@ class PostgresEventStore(BaseEventStore, Closing):
         *,
         statement_timeout: float | None = None,
         lock_timeout: float | None = None,
+        notify: bool = True,
         **pool_options: Any,
     ) -> PostgresEventStore:
         """A store with its own engine for ``url`` (``postgres://``, ``postgresql://``
@@ -219,6 +237,8 @@ class PostgresEventStore(BaseEventStore, Closing):
         longer than that is cancelled, writes nothing and raises
         :class:`~eventstore.errors.OperationTimeoutError`.
 
+        ``notify``: see the class docstring.
+
         ``pool_options`` go to :func:`sqlalchemy.create_engine` and override the
         defaults, which follow the operations guide: ``pool_size=5``,
         ``max_overflow=15`` (20 connections at most), ``pool_timeout=30``,
@@ -228,6 +248,7 @@ class PostgresEventStore(BaseEventStore, Closing):
         Raises :class:`~eventstore.errors.ValidationError` for a bad URL or timeout.
         """
         parsed = normalize_url(url)
+        _check_notify(notify)
         settings = {
             name: _milliseconds(value, name)
             for name, value in (
@@ -239,7 +260,7 @@ class PostgresEventStore(BaseEventStore, Closing):
         options = {**POOL_DEFAULTS, **pool_options}
         if settings:
             options["connect_args"] = _with_settings(parsed, options.get("connect_args"), settings)
-        store = cls(create_engine(parsed, **options), registry)
+        store = cls(create_engine(parsed, **options), registry, notify=notify)
         store._owns_engine = True
         return store
 
@@ -268,10 +289,10 @@ class PostgresEventStore(BaseEventStore, Closing):
             "highest": Int8(highest),
         }
         if len(batch) == 1:
-            statement = _APPEND_ONE
+            statement = self._append_one
             params.update(type=batch.event_types[0], data=batch.data[0], metadata=batch.metadata[0])
         else:
-            statement = _APPEND
+            statement = self._append_many
             params.update(types=batch.event_types, data=batch.data, metadata=batch.metadata)
         for _ in range(_ANY_RETRIES):
             try:
@@ -607,6 +628,12 @@ def _milliseconds(seconds: object, name: str) -> int:
             f"{name} must be between 0 and {_MAX_TIMEOUT_SECONDS} seconds, got {seconds}"
         )
     return 0 if seconds == 0 else max(1, round(seconds * 1000))
+
+
+def _check_notify(notify: object) -> bool:
+    if not isinstance(notify, bool):
+        raise ValidationError(f"notify must be True or False, not {notify!r}")
+    return notify
 
 
 _MAX_TIMEOUT_SECONDS = 2_147_483

@@ -463,3 +463,51 @@ def test_subscription_survives_terminated_connections_and_delivers_each_event_on
     assert len(collector.events) == 9
     assert_once_in_feed_order(delivered, writer)
     assert delivered == writer.read_all()
+
+
+# --- notify=False: appends without NOTIFY -------------------------------------------------
+
+
+def notifications_after(url: str, append: Any) -> int:
+    """How many notifications on the store's channel ``append()`` sends."""
+    libpq = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(libpq, autocommit=True) as listener:
+        listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        append()
+        return sum(1 for _ in listener.notifies(timeout=0.5))
+
+
+@pytest.mark.parametrize(("notify", "expected"), [(True, 1), (False, 0)])
+def test_notify_false_appends_without_a_notification(
+    eventstore_database_url: str, event_store: PostgresEventStore, notify: bool, expected: int
+) -> None:
+    with PostgresEventStore.from_url(eventstore_database_url, notify=notify) as writer:
+        assert writer.notify is notify
+        one = notifications_after(eventstore_database_url, lambda: append_one(writer, "order-1"))
+        batch = notifications_after(
+            eventstore_database_url,
+            lambda: writer.append_events(
+                "order-2", [NewEvent("Placed", {}), NewEvent("Paid", {})], expected_version=0
+            ),
+        )
+    assert (one, batch) == (expected, expected)
+
+
+def test_a_subscription_still_sees_appends_without_notify_by_polling(
+    eventstore_database_url: str, event_store: PostgresEventStore
+) -> None:
+    with (
+        PostgresEventStore.from_url(eventstore_database_url, notify=False) as writer,
+        event_store.subscribe(poll_interval=0.2) as sub,
+    ):
+        collector = Collector(sub)
+        written = [append_one(writer, f"order-{i}") for i in range(3)]
+        delivered = collector.wait_for(3)
+        collector.stop()
+    assert [key(e) for e in delivered] == written
+
+
+@pytest.mark.parametrize("notify", ["yes", 1, None])
+def test_notify_must_be_a_bool(eventstore_database_url: str, notify: Any) -> None:
+    with pytest.raises(ValidationError, match="notify must be True or False"):
+        PostgresEventStore.from_url(eventstore_database_url, notify=notify)

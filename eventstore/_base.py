@@ -113,7 +113,11 @@ class BaseEventStore(ABC):
         low, high = check_range(from_version, to_version)
         check_int(batch_size, "batch_size", minimum=1)
         return paginate(
-            lambda lo, hi, n: self._load(stream_id, lo, hi, n, None), low, high, batch_size
+            lambda lo, hi, n: self._load_rows(stream_id, lo, hi, n, None),
+            self._event_stream,
+            low,
+            high,
+            batch_size,
         )
 
     def stream_version(self, stream_id: str) -> int:
@@ -228,10 +232,24 @@ class BaseEventStore(ABC):
         return self._events(self._load_rows(stream_id, low, high, limit, connection))
 
     def _events(self, rows: Iterable[StoredEventRow]) -> list[RecordedEvent]:
+        return list(self._event_stream(rows))
+
+    def _event_stream(self, rows: Iterable[StoredEventRow]) -> Iterator[RecordedEvent]:
+        """The events of ``rows``, each decoded only when the consumer asks for it
+        (so a consumer that drops each event keeps one in memory, not a page)."""
         decode = self.codec.decode_event_data
         build = recorded_event
-        return [
-            build(
+        for (
+            stream_id,
+            version,
+            event_type,
+            event_data,
+            metadata,
+            created_at,
+            transaction_id,
+            sequence,
+        ) in rows:
+            yield build(
                 stream_id,
                 version,
                 event_type,
@@ -241,17 +259,6 @@ class BaseEventStore(ABC):
                 transaction_id,
                 sequence,
             )
-            for (
-                stream_id,
-                version,
-                event_type,
-                event_data,
-                metadata,
-                created_at,
-                transaction_id,
-                sequence,
-            ) in rows
-        ]
 
     # -- the storage primitives a backend implements ---------------------------------
 
@@ -271,7 +278,7 @@ class BaseEventStore(ABC):
     @abstractmethod
     def _load_rows(
         self, stream_id: str, low: int, high: int, limit: int | None, connection: Any
-    ) -> Iterable[StoredEventRow]:
+    ) -> Sequence[StoredEventRow]:
         """The stored rows of versions ``low..high``, oldest first, at most ``limit``."""
 
     @abstractmethod

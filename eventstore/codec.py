@@ -247,6 +247,13 @@ class CborCodec:
         self, stream_id: str, version: int, event_type: str, data: bytes | memoryview
     ) -> Any:
         """:meth:`decode_payload` for a stored event; the error names the event."""
+        if self.registry.class_for(event_type) is None:
+            # The common case, once per event read: an unregistered type decodes
+            # to plain data. Any failure is decoded again below, for its message.
+            try:
+                return cbor2.loads(data, semantic_decoders=self._decoders, max_depth=MAX_DEPTH)
+            except Exception:
+                pass
         try:
             return self.decode_payload(event_type, data)
         except DeserializationError as exc:

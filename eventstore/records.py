@@ -90,16 +90,20 @@ class RecordedEvent:
 
 class _StoredRecordedEvent(RecordedEvent):
     """A :class:`RecordedEvent` read from storage, whose metadata is kept as the
-    stored JSON text until ``.metadata`` is first read (then parsed once).
+    stored JSON text until ``.metadata`` is first read (then parsed once), and
+    whose :class:`Position` is built when ``.position`` is first read.
 
     Loads and feed reads build these: most readers never look at metadata, and
-    parsing it was a large share of a load. It behaves as a RecordedEvent in
+    parsing it was a large share of a load; every object not built is also one
+    less for the garbage collector to track. It behaves as a RecordedEvent in
     every way (equality, hashing, ``repr``, pickling, ``dataclasses.replace`` and
     ``asdict``); only ``type(event)`` tells it apart.
     """
 
-    __slots__ = ("_metadata_json",)
+    __slots__ = ("_metadata_json", "_sequence", "_transaction_id")
     _metadata_json: str | None
+    _transaction_id: int
+    _sequence: int
 
     @property
     def metadata(self) -> dict[str, Any] | None:
@@ -115,6 +119,20 @@ class _StoredRecordedEvent(RecordedEvent):
         # Only object.__setattr__ gets here (the dataclass __init__, unpickling):
         # the frozen class's own __setattr__ refuses assignment first.
         _set_metadata(self, value)
+
+    @property
+    def position(self) -> Position | None:
+        value = _get_position(self)
+        if value is _UNPARSED:
+            value = _new(Position)
+            _set_transaction_id(value, self._transaction_id)
+            _set_sequence(value, self._sequence)
+            _set_position(self, value)
+        return value  # type: ignore[no-any-return]
+
+    @position.setter
+    def position(self, value: Position | None) -> None:
+        _set_position(self, value)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, RecordedEvent):
@@ -152,9 +170,6 @@ def recorded_event(
     dataclasses' generated ``__init__`` sets each field through
     ``object.__setattr__``; here the slots' own descriptors set them directly
     (the same effect: every field is given, there is no ``__post_init__``)."""
-    position = _new(Position)
-    _set_transaction_id(position, transaction_id)
-    _set_sequence(position, sequence)
     event = _new(_StoredRecordedEvent)
     _set_stream_id(event, stream_id)
     _set_version(event, version)
@@ -163,7 +178,9 @@ def recorded_event(
     _set_metadata(event, _UNPARSED)
     _set_metadata_json(event, metadata_json)
     _set_created_at(event, created_at)
-    _set_position(event, position)
+    _set_position(event, _UNPARSED)
+    _set_transaction_id_of(event, transaction_id)
+    _set_sequence_of(event, sequence)
     return event
 
 
@@ -189,6 +206,9 @@ _set_data = vars(RecordedEvent)["data"].__set__
 _set_metadata = vars(RecordedEvent)["metadata"].__set__
 _get_metadata = vars(RecordedEvent)["metadata"].__get__
 _set_metadata_json = vars(_StoredRecordedEvent)["_metadata_json"].__set__
+_get_position = vars(RecordedEvent)["position"].__get__
+_set_transaction_id_of = vars(_StoredRecordedEvent)["_transaction_id"].__set__
+_set_sequence_of = vars(_StoredRecordedEvent)["_sequence"].__set__
 _FIELD_NAMES = tuple(RecordedEvent.__dataclass_fields__)
 _set_created_at = vars(RecordedEvent)["created_at"].__set__
 _set_position = vars(RecordedEvent)["position"].__set__

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from eventstore.codec import CborCodec
@@ -80,19 +80,28 @@ class EventStore(Protocol):
 
 
 def paginate(
-    load_page: Callable[[int, int, int], list[RecordedEvent]],
+    load_rows: Callable[[int, int, int], Sequence[Sequence[Any]]],
+    decode: Callable[[Sequence[Sequence[Any]]], Iterator[RecordedEvent]],
     low: int,
     high: int,
     batch_size: int,
 ) -> Iterator[RecordedEvent]:
-    """Yield the events ``low`` to ``high`` of a stream, ``batch_size`` at a time.
+    """Yield the events ``low`` to ``high`` of a stream, fetched ``batch_size`` rows
+    at a time.
 
-    ``load_page(low, high, limit)`` loads one page, oldest first. Paging by
-    version (not offset) stays correct while the stream grows.
+    ``load_rows(low, high, limit)`` loads one page of stored rows, oldest first,
+    the version in column 1; ``decode(rows)`` turns them into events one at a
+    time, as they are asked for. Paging by version (not offset) stays correct
+    while the stream grows. A page's rows are let go before the next page is
+    fetched, so memory stays flat (and warm) however long the stream.
     """
     while low <= high:
-        page = load_page(low, high, batch_size)
-        yield from page
-        if len(page) < batch_size:
+        rows = load_rows(low, high, batch_size)
+        if not rows:
             return
-        low = page[-1].version + 1
+        full = len(rows) >= batch_size
+        low = rows[-1][1] + 1
+        yield from decode(rows)
+        del rows
+        if not full:
+            return

@@ -20,8 +20,9 @@ LIBRARY_NO_NOTIFY = "library/no-notify"
 FLOOR_NO_NOTIFY = "floor/no-notify"
 FLOOR_JSONB = "floor/jsonb"
 """Operation 3's second floor: the metadata column fetched as JSONB, which
-psycopg parses on every row (the fetch PERFORMANCE.md describes); the library
-sends ``metadata::text`` and parses it only when ``.metadata`` is read."""
+psycopg parses on every row (the plain fetch a raw psycopg user would write);
+the library sends ``metadata::text`` and parses it only when ``.metadata`` is
+read."""
 
 
 class ConflictError(Exception):

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import gc
+import sys
 from collections.abc import Callable, Mapping
 from datetime import datetime, time
 from decimal import Decimal
@@ -195,7 +197,7 @@ class CborCodec:
         """:meth:`encode` for a dict, faster when it is plain (dicts and lists of
         scalars, nested at most :data:`_SURELY_DECODABLE_DEPTH` deep): the hot
         path of every append. Same bytes, same errors."""
-        if _plain_depth(value, 1) < 0:
+        if not _is_plain(value):
             return self.encode(value)
         try:
             return cbor2.dumps(value)
@@ -350,35 +352,44 @@ def _nesting_depth(value: Any) -> tuple[int, bool]:
     return deepest, plain
 
 
-def _plain_depth(value: Any, depth: int) -> int:
-    """The nesting depth of a plain dict or list (see :func:`_nesting_depth`), or
-    -1 when it holds anything else or nests past :data:`_SURELY_DECODABLE_DEPTH`.
+def _is_plain(value: dict[Any, Any] | list[Any]) -> bool:
+    """True when ``value`` holds only dicts, lists and :data:`_LEAF_TYPES`, keys
+    included, with no container deeper than :data:`_SURELY_DECODABLE_DEPTH`:
+    cbor2 then encodes it exactly as :meth:`CborCodec.encode` would with every
+    hook on, and the result surely decodes. False is always safe (the caller
+    takes the general path).
 
-    Recursive, and bounded by that depth: for the small payloads of a typical
-    event it is faster than the general walk."""
-    kind = type(value)
-    if kind is dict:
-        if not _LEAF_TYPES.issuperset(map(type, value)):
-            return -1
-        children: Any = value.values()
-    elif kind is list:
-        children = value
-    else:
-        return -1
-    if _LEAF_TYPES.issuperset(map(type, children)):
-        return depth
-    if depth >= _SURELY_DECODABLE_DEPTH:
-        return -1
-    deepest = depth
-    for child in children:
-        if type(child) in _LEAF_TYPES:
-            continue
-        found = _plain_depth(child, depth + 1)
-        if found < 0:
-            return -1
-        if found > deepest:
-            deepest = found
-    return deepest
+    Walks level by level: one :func:`gc.get_referents` call returns the children
+    of every container of a level (a list's items; a dict's values, and its keys
+    unless they are all exact ``str``, which dicts do not report), and the types
+    of a whole level are checked in one C-level pass. Leaves have no children,
+    so the walk ends at the first level without containers. A level wider than
+    :data:`_WIDEST_LEVEL` also gives False: a value that holds the same
+    container twice at every level (a cycle can) doubles at each, and the
+    general walk, depth first, is the one that refuses it cheaply. Only
+    CPython's collector reports children this way: elsewhere nothing counts as
+    plain.
+    """
+    if _children is None:
+        return False
+    level: list[Any] = [value]
+    for _ in range(_SURELY_DECODABLE_DEPTH + 1):
+        level = _children(*level)
+        if not level:
+            return True
+        if len(level) > _WIDEST_LEVEL or not _PLAIN_TYPES.issuperset(map(type, level)):
+            return False
+    return False
+
+
+_PLAIN_TYPES = _LEAF_TYPES | {dict, list}
+
+_WIDEST_LEVEL = 1 << 16
+"""Items on one level past which :func:`_is_plain` leaves a value to the general walk."""
+
+_children: Callable[..., list[Any]] | None = (
+    gc.get_referents if sys.implementation.name == "cpython" else None
+)
 
 
 def _object_encoder(name: str, is_enum: bool) -> _EncoderHook:

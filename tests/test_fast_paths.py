@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import eventstore.codec
 from eventstore import NewEvent, SerializationError, ValidationError
 from eventstore._validation import (
     _JSON,
@@ -25,7 +26,7 @@ from eventstore._validation import (
     encode_batch,
     metadata_json,
 )
-from eventstore.codec import MAX_DEPTH, CborCodec, _refuse
+from eventstore.codec import _WIDEST_LEVEL, MAX_DEPTH, CborCodec, _is_plain, _refuse
 
 CODEC = CborCodec()
 
@@ -46,6 +47,21 @@ plain = st.recursive(
     max_leaves=20,
 )
 plain_dicts = st.dictionaries(text, plain, max_size=6)
+# Dicts whose keys are not all exact str report their keys to the walk as well.
+any_key = st.one_of(
+    text, st.integers(), st.none(), st.binary(max_size=4), st.floats(), st.booleans()
+)
+mixed_key_dicts = st.dictionaries(
+    any_key,
+    st.recursive(
+        scalars,
+        lambda children: st.one_of(
+            st.lists(children, max_size=4), st.dictionaries(any_key, children, max_size=4)
+        ),
+        max_leaves=20,
+    ),
+    max_size=6,
+)
 
 
 def general_encode(value: Any) -> bytes:
@@ -61,7 +77,7 @@ def outcome(call: Any, *args: Any) -> tuple[str, Any]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(plain_dicts)
+@given(st.one_of(plain_dicts, mixed_key_dicts))
 def test_a_plain_dict_payload_encodes_to_the_same_bytes_as_the_general_path(
     value: dict[str, Any],
 ) -> None:
@@ -91,6 +107,32 @@ def test_a_dict_with_tuples_or_subclasses_inside_keeps_its_tags() -> None:
     for payload in ({"t": (1, 2)}, {"s": {1, 2}}, {"d": Sub(a=1)}, {(1, 2): "k"}):
         assert CODEC.encode_plain_dict(payload) == CODEC.encode(payload)
         assert CODEC.decode(CODEC.encode_plain_dict(payload)) == payload
+
+
+def test_values_holding_themselves_are_refused_by_the_general_walk() -> None:
+    twice: dict[str, Any] = {}
+    twice["x"] = [twice, twice]  # doubles at every level of a breadth-first walk
+    once: list[Any] = []
+    once.append(once)
+    for payload in (twice, {"a": once}):
+        with pytest.raises(SerializationError, match="nested more than"):
+            CODEC.encode_plain_dict(payload)
+
+
+def test_a_payload_wider_than_the_walk_takes_encodes_the_same() -> None:
+    wide = {"xs": list(range(_WIDEST_LEVEL + 1)), "ys": [{"k": [1]}] * 3}
+    assert not _is_plain(wide)
+    assert CODEC.encode_plain_dict(wide) == CODEC.encode(wide) == cbor2.dumps(wide)
+
+
+def test_without_cpythons_collector_nothing_is_plain_and_bytes_are_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    payload = {"a": [1, {"b": b"x"}], 2: None}
+    assert _is_plain(payload)
+    monkeypatch.setattr(eventstore.codec, "_children", None)
+    assert not _is_plain(payload)
+    assert CODEC.encode_plain_dict(payload) == cbor2.dumps(payload)
 
 
 def reference_metadata(metadata: Any) -> str:

@@ -199,6 +199,11 @@ class CborCodec:
         path of every append. Same bytes, same errors."""
         if not _is_plain(value):
             return self.encode(value)
+        return self.encode_known_plain(value)
+
+    def encode_known_plain(self, value: dict[Any, Any] | list[Any]) -> bytes:
+        """:meth:`encode` for a value :func:`all_plain` has accepted: cbor2's own
+        encoding, with no hook and no walk. Same bytes, same errors."""
         try:
             return cbor2.dumps(value)
         except (cbor2.CBOREncodeError, UnicodeError, TypeError, ValueError) as exc:
@@ -353,26 +358,32 @@ def _nesting_depth(value: Any) -> tuple[int, bool]:
 
 
 def _is_plain(value: dict[Any, Any] | list[Any]) -> bool:
-    """True when ``value`` holds only dicts, lists and :data:`_LEAF_TYPES`, keys
-    included, with no container deeper than :data:`_SURELY_DECODABLE_DEPTH`:
-    cbor2 then encodes it exactly as :meth:`CborCodec.encode` would with every
-    hook on, and the result surely decodes. False is always safe (the caller
-    takes the general path).
+    """:func:`all_plain` for one value."""
+    return all_plain([value])
 
-    Walks level by level: one :func:`gc.get_referents` call returns the children
-    of every container of a level (a list's items; a dict's values, and its keys
-    unless they are all exact ``str``, which dicts do not report), and the types
-    of a whole level are checked in one C-level pass. Leaves have no children,
-    so the walk ends at the first level without containers. A level wider than
-    :data:`_WIDEST_LEVEL` also gives False: a value that holds the same
-    container twice at every level (a cycle can) doubles at each, and the
-    general walk, depth first, is the one that refuses it cheaply. Only
-    CPython's collector reports children this way: elsewhere nothing counts as
-    plain.
+
+def all_plain(values: list[Any]) -> bool:
+    """True when every item of ``values`` is a dict or list holding only dicts,
+    lists and :data:`_LEAF_TYPES`, keys included, with no container deeper than
+    :data:`_SURELY_DECODABLE_DEPTH`: cbor2 then encodes each exactly as
+    :meth:`CborCodec.encode` would with every hook on, and the result surely
+    decodes. False is always safe (the caller takes the general path).
+
+    Walks all the values together, level by level: one :func:`gc.get_referents`
+    call returns the children of every container of a level (a list's items; a
+    dict's values, and its keys unless they are all exact ``str``, which dicts
+    do not report), and the types of a whole level are checked in one C-level
+    pass, so a batch of payloads costs a few C calls per level, not a Python
+    call per container. Leaves have no children, so the walk ends at the first
+    level without containers. A level wider than :data:`_WIDEST_LEVEL` also
+    gives False: a value that holds the same container twice at every level (a
+    cycle can) doubles at each, and the general walk, depth first, is the one
+    that refuses it cheaply. Only CPython's collector reports children this way:
+    elsewhere nothing counts as plain.
     """
-    if _children is None:
+    if _children is None or not _CONTAINER_TYPES.issuperset(map(type, values)):
         return False
-    level: list[Any] = [value]
+    level = values
     for _ in range(_SURELY_DECODABLE_DEPTH + 1):
         level = _children(*level)
         if not level:
@@ -381,6 +392,8 @@ def _is_plain(value: dict[Any, Any] | list[Any]) -> bool:
             return False
     return False
 
+
+_CONTAINER_TYPES = frozenset({dict, list})
 
 _PLAIN_TYPES = _LEAF_TYPES | {dict, list}
 

@@ -195,3 +195,58 @@ def test_a_batch_is_encoded_by_column_in_order() -> None:
     assert [CODEC.decode(data) for data in batch.data] == [{"n": 1}, {"n": (2,)}, [3]]
     assert batch.metadata == ['{"m":1}', None, None]
     assert [event.event_type for event in batch] == ["A", "B", "C"]
+
+
+def per_event_reference(events: list[Any]) -> tuple[str, Any]:
+    """Each event encoded alone by the general path: what a batch must store."""
+    try:
+        rows = [
+            (event.event_type, CODEC.encode_payload(event.data), metadata_json(event.metadata, "E"))
+            for event in events
+        ]
+    except (SerializationError, ValidationError) as error:
+        return "refused", type(error)
+    return "ok", rows
+
+
+payloads = st.one_of(
+    plain_dicts,
+    mixed_key_dicts,
+    st.dictionaries(text, st.tuples(scalars), max_size=2),  # needs the tuple tag
+    st.lists(scalars, max_size=3),  # not a dict: the general path
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(payloads, min_size=1, max_size=6))
+def test_a_batch_checked_at_once_stores_what_each_event_alone_would(data: list[Any]) -> None:
+    events = [NewEvent("E", payload, {"k": index}) for index, payload in enumerate(data)]
+    expected = per_event_reference(events)
+    got = outcome(encode_batch, events, CODEC)
+    assert got[0] == expected[0]
+    if got[0] == "ok":
+        assert list(zip(got[1].event_types, got[1].data, got[1].metadata, strict=True)) == [
+            (event_type, data, metadata) for event_type, data, metadata in expected[1]
+        ]
+
+
+def test_one_deep_payload_sends_the_whole_batch_to_the_general_walk() -> None:
+    deep: Any = 1
+    for _ in range(MAX_DEPTH + 5):
+        deep = [deep]
+    events = [NewEvent("E", {"n": 1}), NewEvent("E", {"deep": deep})]
+    with pytest.raises(SerializationError, match="payload of event 1"):
+        encode_batch(events, CODEC)
+
+
+def test_every_distinct_event_type_of_a_batch_is_checked() -> None:
+    ok = "Placed"
+    for bad in ("", "a\x00b", "\ud800", "x" * 1025):
+        events = [NewEvent(ok, {}), NewEvent(ok, {}), NewEvent(bad, {}), NewEvent(ok, {})]
+        with pytest.raises(ValidationError, match="event_type of event 2"):
+            encode_batch(events, CODEC)
+
+
+def test_a_batch_given_as_a_generator_is_encoded_like_a_list() -> None:
+    events = [NewEvent("A", {"n": 1}), NewEvent("B", {"t": (1,)})]
+    assert encode_batch(iter(events), CODEC) == encode_batch(events, CODEC)

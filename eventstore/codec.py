@@ -398,7 +398,7 @@ _CONTAINER_TYPES = frozenset({dict, list})
 _PLAIN_TYPES = _LEAF_TYPES | {dict, list}
 
 _WIDEST_LEVEL = 1 << 16
-"""Items on one level past which :func:`_is_plain` leaves a value to the general walk."""
+"""Items on one level past which :func:`all_plain` leaves values to the general walk."""
 
 _children: Callable[..., list[Any]] | None = (
     gc.get_referents if sys.implementation.name == "cpython" else None

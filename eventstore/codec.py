@@ -236,7 +236,7 @@ class CborCodec:
         except DeserializationError:
             raise
         except Exception as exc:  # cbor2 raises many types for hostile input
-            raise DeserializationError(f"invalid CBOR: {exc}") from exc
+            raise _decode_error(exc) from exc
 
     def decode_payload(self, event_type: str, data: bytes | bytearray | memoryview) -> Any:
         """Decode an event payload, rebuilding the registered class of ``event_type``."""
@@ -293,6 +293,19 @@ class CborCodec:
         if not isinstance(content, Mapping):
             raise DeserializationError(f"the fields of a {name} object must be a map")
         return _build(cls, content)
+
+
+def _decode_error(exc: Exception) -> DeserializationError:
+    """The error for bytes cbor2 could not decode. cbor2 reports a failure inside
+    a tag decoder only as "error decoding semantic tag N", with the real error as
+    its cause: that cause is what the reader needs (our own decoders raise
+    DeserializationError with the reason), so it is passed on."""
+    cause = exc.__cause__
+    if isinstance(cause, DeserializationError):
+        return DeserializationError(str(cause))
+    if cause is not None and isinstance(exc, cbor2.CBORDecodeError):
+        return DeserializationError(f"invalid CBOR: {exc} ({type(cause).__name__}: {cause})")
+    return DeserializationError(f"invalid CBOR: {exc}")
 
 
 def _placeholder(value: Any, immutable: bool) -> None:

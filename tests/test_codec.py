@@ -552,6 +552,22 @@ def test_codec_tags_with_bad_content_never_raise_another_exception_type(content:
             c.decode(data)
 
 
+@pytest.mark.parametrize(
+    ("tag", "content", "reason"),
+    [
+        (27, ["Point", {"x": 1, "z": 3}], r"stored fields \['x', 'z'\] do not fit Point"),
+        (27, ["Color", "purple"], "'purple' is not a member of Color"),
+        (27, ["Point"], r"a tag-27 object must be \[name, fields\]"),
+        (62001, 5, r"semantic tag 62001 \(TypeError: 'int' object is not iterable\)"),
+        (62003, "nope", r"semantic tag 62003 \(ValueError: Invalid isoformat string"),
+        (62005, "1.5", "tag 62005 holds only NaN, infinities and -0"),
+    ],
+)
+def test_a_bad_tag_says_why_it_cannot_be_decoded(tag: int, content: Any, reason: str) -> None:
+    with pytest.raises(DeserializationError, match=reason):
+        codec().decode(cbor2.dumps(cbor2.CBORTag(tag, content)))
+
+
 def test_codec_writes_its_own_tags_for_types_cbor_lacks() -> None:
     # guards the test above: it must actually exercise the codec's private tags
     assert {"tuple", "frozenset", "naive_datetime", "time", "dataclass", "enum"} <= set(_own_tags())

@@ -21,6 +21,7 @@ from eventstore.codec import CborCodec
 from eventstore.errors import ValidationError
 from eventstore.feed import (
     DEFAULT_POLL_INTERVAL,
+    FeedPage,
     ReadPage,
     Subscription,
     Waiter,
@@ -179,7 +180,8 @@ class BaseEventStore(ABC):
         start = check_after(after)
         check_int(limit, "limit", minimum=1)
         types, prefix = check_feed_filter(event_types, stream_prefix)
-        return self._events(self._feed_rows(start, limit, types, prefix, None))
+        rows, _ = self._feed_rows(start, limit, types, prefix, None)
+        return self._events(rows)
 
     def iter_all(
         self,
@@ -224,7 +226,18 @@ class BaseEventStore(ABC):
         )
 
     def _feed_reader(self, types: list[str] | None, prefix: str | None) -> ReadPage:
-        return lambda after, limit: self._events(self._feed_rows(after, limit, types, prefix, None))
+        return lambda after, limit: self._feed_page(after, limit, types, prefix, None)
+
+    def _feed_page(
+        self,
+        after: Position | None,
+        limit: int,
+        types: list[str] | None,
+        prefix: str | None,
+        connection: Any,
+    ) -> FeedPage:
+        rows, end = self._feed_rows(after, limit, types, prefix, connection)
+        return FeedPage(self._events(rows), end)
 
     def _load(
         self, stream_id: str, low: int, high: int, limit: int | None, connection: Any
@@ -289,8 +302,10 @@ class BaseEventStore(ABC):
         event_types: list[str] | None,
         stream_prefix: str | None,
         connection: Any,
-    ) -> Iterable[StoredEventRow]:
-        """The visible rows of the feed after ``after`` in feed order, filtered."""
+    ) -> tuple[Iterable[StoredEventRow], Position | None]:
+        """The visible rows of the feed after ``after`` in feed order, filtered,
+        and how far the read looked beyond them, as of the same read (the
+        ``end`` of :class:`~eventstore.feed.FeedPage`)."""
 
     @abstractmethod
     def _waiter(self) -> Waiter:

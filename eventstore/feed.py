@@ -13,7 +13,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from eventstore._closing import Closing
 from eventstore._validation import check_identifier, check_int, check_text
@@ -26,8 +26,32 @@ DEFAULT_POLL_INTERVAL = 1.0
 _RETRY_DELAY = 0.2
 """Delay before retrying a read that failed for lost connection."""
 
-ReadPage = Callable[[Position | None, int], list[RecordedEvent]]
-"""``read_page(after, limit)``: the next events of the feed, oldest first."""
+
+class FeedPage(NamedTuple):
+    """A page of the feed and how far the read looked."""
+
+    events: list[RecordedEvent]
+    """The next events after the reader's position that pass its filter, oldest first."""
+    end: Position | None
+    """How far the read looked beyond its last event: every visible event up to
+    ``end`` that passes the filter is in ``events`` (or before the reader's
+    position). None when it looked no further than its last event. A filtered
+    reader that reads on from ``end`` skips the events it does not want once,
+    not again on every read."""
+
+
+ReadPage = Callable[[Position | None, int], FeedPage]
+"""``read_page(after, limit)``: the next page of the feed."""
+
+
+def read_on_from(after: Position | None, page: FeedPage) -> Position | None:
+    """Where a reader at ``after`` that got ``page`` reads next: after the page's
+    last event, or after its ``end`` when the read looked further."""
+    position = page.events[-1].position if page.events else after
+    end = page.end
+    if end is not None and (position is None or end > position):
+        return end
+    return position
 
 
 class Waiter(Protocol):
@@ -92,19 +116,22 @@ def page_through(
     """Yield the feed after ``after`` up to its visible end, ``batch_size`` at a time."""
     while True:
         page = read_page(after, batch_size)
-        yield from page
-        if len(page) < batch_size:
+        yield from page.events
+        if len(page.events) < batch_size:
             return
-        after = page[-1].position
+        after = page.events[-1].position
 
 
 class Subscription(Iterator[RecordedEvent], Closing):
     """An endless iterator over the feed: catch-up, then live events.
 
     Iteration ends (StopIteration) soon after :meth:`stop` is called from any
-    thread. ``position`` is the position of the last event delivered (or the
-    starting checkpoint). A read that fails because the connection was lost is
-    retried, resuming from ``position``, so every event is delivered once.
+    thread. ``position`` is how far the subscription has read: the position of
+    the last event delivered (or the starting checkpoint), or further once it
+    has caught up past events its filter skips, so a filtered subscription does
+    not read them again. Resuming from ``position`` misses nothing. A read that
+    fails because the connection was lost is retried, resuming from
+    ``position``, so every event is delivered once.
     """
 
     def __init__(
@@ -124,6 +151,7 @@ class Subscription(Iterator[RecordedEvent], Closing):
         self._poll_interval = check_poll_interval(poll_interval)
         self._retryable = retryable
         self._buffer: deque[RecordedEvent] = deque()
+        self._read_on_from: Position | None = None  # where to go once the buffer is delivered
         self._stopped = threading.Event()
         self._closed = False
 
@@ -150,6 +178,8 @@ class Subscription(Iterator[RecordedEvent], Closing):
                 event = self._buffer.popleft()
                 self.position = event.position
                 return event
+            if self._read_on_from is not None:
+                self.position, self._read_on_from = self._read_on_from, None
             self._waiter.arm()
             try:
                 page = self._read_page(self.position, self._batch_size)
@@ -157,7 +187,9 @@ class Subscription(Iterator[RecordedEvent], Closing):
                 logger.warning("feed read failed, retrying from %s: %s", self.position, exc)
                 self._stopped.wait(_RETRY_DELAY)
                 continue
-            if page:
-                self._buffer.extend(page)
+            self._read_on_from = read_on_from(self.position, page)
+            if page.events:
+                self._buffer.extend(page.events)
             else:
+                self.position, self._read_on_from = self._read_on_from, None
                 self._waiter.wait(self._poll_interval, self._stopped)

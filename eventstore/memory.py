@@ -21,7 +21,8 @@ from typing import Any
 from eventstore._base import BaseEventStore, StoredEventRow
 from eventstore._validation import EncodedBatch
 from eventstore.errors import ConcurrencyError, ProjectionLockedError
-from eventstore.records import ExpectedVersion, Position, RecordedEvent
+from eventstore.feed import FeedPage
+from eventstore.records import ExpectedVersion, Position
 from eventstore.registry import EventRegistry
 
 
@@ -140,7 +141,7 @@ class InMemoryEventStore(BaseEventStore):
         event_types: list[str] | None,
         stream_prefix: str | None,
         connection: Any,
-    ) -> list[StoredEventRow]:
+    ) -> tuple[list[StoredEventRow], Position | None]:
         wanted = None if event_types is None else set(event_types)
         selected: list[_StoredEvent] = []
         with self._lock:
@@ -157,7 +158,8 @@ class InMemoryEventStore(BaseEventStore):
                 selected.append(stored)
                 if len(selected) == limit:
                     break
-        return [stored.row() for stored in selected]
+            end = self._log[-1].position if self._log and len(selected) < limit else None
+        return [stored.row() for stored in selected], end
 
     def _waiter(self) -> _AppendWaiter:
         return _AppendWaiter(self)
@@ -237,8 +239,8 @@ class _MemoryProjectionSession:
 
     def read(
         self, connection: None, after: Position | None, limit: int, event_types: list[str] | None
-    ) -> list[RecordedEvent]:
-        return self._store._events(self._store._feed_rows(after, limit, event_types, None, None))
+    ) -> FeedPage:
+        return self._store._feed_page(after, limit, event_types, None, None)
 
     def close(self) -> None:
         lock, self._lock = self._lock, None

@@ -39,8 +39,9 @@ from eventstore.errors import (
     ProjectionLockedError,
     ValidationError,
 )
+from eventstore.feed import FeedPage
 from eventstore.projections import ProjectionSession
-from eventstore.records import ExpectedVersion, Position, RecordedEvent, StreamState
+from eventstore.records import ExpectedVersion, Position, StreamState
 from eventstore.registry import EventRegistry
 from eventstore.urls import normalize_url
 
@@ -124,6 +125,22 @@ WHERE (transaction_id, position) > (%(after_xid)s::text::xid8, %(after_position)
   AND (%(prefix)s::text IS NULL OR starts_with(stream_id, %(prefix)s::text))
 ORDER BY events.transaction_id, events.position
 LIMIT %(limit)s::bigint
+"""
+
+# A filtered read also returns the feed's last visible position, from the same
+# snapshot (one statement): when its page comes up short, the reader reads on
+# from there instead of scanning the events it skips again on every read. An
+# empty page gives one row of NULL event columns; an empty feed, no row.
+_READ_ALL_TO_END = f"""
+WITH page AS ({_READ_ALL}), visible_end AS (
+    SELECT transaction_id::text::bigint AS end_transaction_id, position AS end_position
+    FROM events
+    WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+    ORDER BY transaction_id DESC, position DESC
+    LIMIT 1
+)
+SELECT page.*, visible_end.* FROM visible_end LEFT JOIN page ON true
+ORDER BY page.transaction_id, page.position
 """
 
 _PROJECTION_LOCK_NAMESPACE = 0x4553
@@ -358,7 +375,7 @@ class PostgresEventStore(BaseEventStore, Closing):
         event_types: list[str] | None,
         stream_prefix: str | None,
         connection: Connection | None,
-    ) -> list[Row]:
+    ) -> tuple[list[Row], Position | None]:
         params = {
             "after_xid": "0" if after is None else str(after.transaction_id),
             "after_position": Int8(0 if after is None else after.sequence),
@@ -366,7 +383,13 @@ class PostgresEventStore(BaseEventStore, Closing):
             "prefix": stream_prefix,
             "limit": Int8(limit),
         }
-        return self._fetch(_READ_ALL, params, connection)
+        if event_types is None and stream_prefix is None:
+            return self._fetch(_READ_ALL, params, connection), None
+        rows = self._fetch(_READ_ALL_TO_END, params, connection)
+        page = [row[:-2] for row in rows if row[0] is not None]
+        if not rows or len(page) == limit:
+            return page, None
+        return page, Position(rows[0][-2], rows[0][-1])
 
     def _waiter(self) -> ListenWaiter:
         return ListenWaiter(self.engine)
@@ -599,10 +622,8 @@ class _PostgresProjectionSession:
         after: Position | None,
         limit: int,
         event_types: list[str] | None,
-    ) -> list[RecordedEvent]:
-        return self._store._events(
-            self._store._feed_rows(after, limit, event_types, None, connection)
-        )
+    ) -> FeedPage:
+        return self._store._feed_page(after, limit, event_types, None, connection)
 
     def close(self) -> None:
         connection = self._connection

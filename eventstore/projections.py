@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 from eventstore._closing import Closing
 from eventstore._validation import check_identifier, check_int
 from eventstore.errors import ValidationError
-from eventstore.feed import DEFAULT_POLL_INTERVAL, check_feed_filter, check_poll_interval
+from eventstore.feed import (
+    DEFAULT_POLL_INTERVAL,
+    FeedPage,
+    check_feed_filter,
+    check_poll_interval,
+    read_on_from,
+)
 from eventstore.records import Position, RecordedEvent
 
 if TYPE_CHECKING:
@@ -79,7 +85,7 @@ class ProjectionSession(Protocol):
 
     def read(
         self, connection: Any, after: Position | None, limit: int, event_types: list[str] | None
-    ) -> list[RecordedEvent]: ...
+    ) -> FeedPage: ...
 
     def close(self) -> None:
         """Release the lock."""
@@ -111,6 +117,11 @@ class ProjectionRunner(Closing):
         self.lock_timeout = lock_timeout
         self._session: ProjectionSession | None = None
         self._stopped = threading.Event()
+        # How far the feed has been read with nothing left for this projection:
+        # past its checkpoint when the events since did not match its types. Kept
+        # here, not written on every read; it stays true across a takeover, since
+        # events below a feed position never change.
+        self._read_to: Position | None = None
 
     def run_once(self) -> int:
         """Handle every event visible now; return how many were handled.
@@ -155,7 +166,8 @@ class ProjectionRunner(Closing):
         self._stopped.set()
 
     def checkpoint(self) -> Position | None:
-        """The position of the last event the projection has committed."""
+        """How far the projection has committed: the position of the last event it
+        handled, or further when the events after that one were not its types."""
         return self.store._projection_checkpoint(self.projection.name)
 
     def reset(self) -> None:
@@ -166,6 +178,7 @@ class ProjectionRunner(Closing):
             session.delete_checkpoint(connection)
             if self.projection.reset is not None:
                 self.projection.reset(connection)
+        self._read_to = None
 
     def close(self) -> None:
         """Release the projection's lock."""
@@ -182,15 +195,29 @@ class ProjectionRunner(Closing):
             session.close()
 
     def _process_batch(self, session: ProjectionSession) -> int:
+        """Handle the next batch in one transaction with its checkpoint.
+
+        Reads from the checkpoint, or from further on when an earlier read found
+        nothing for the projection up to there. The checkpoint moves only with
+        handled events (to the last, or to the feed's end when the batch came up
+        short), so an idle projection writes nothing on a poll.
+        """
         handler = self.projection.handler
         with session.transaction() as connection:
-            after = session.load_checkpoint(connection)
-            events = session.read(connection, after, self.batch_size, self.projection.event_types)
-            for event in events:
+            checkpoint = session.load_checkpoint(connection)
+            after = checkpoint
+            if self._read_to is not None and (after is None or self._read_to > after):
+                after = self._read_to
+            page = session.read(connection, after, self.batch_size, self.projection.event_types)
+            for event in page.events:
                 handler(event, connection)
                 if session.checkpoint_each_event and event.position is not None:
                     session.save_checkpoint(connection, event.position)
-            last = events[-1].position if events else None
-            if last is not None and not session.checkpoint_each_event:
-                session.save_checkpoint(connection, last)
-        return len(events)
+            read_to = read_on_from(after, page)
+            saved = (
+                page.events[-1].position if session.checkpoint_each_event and page.events else None
+            )
+            if page.events and read_to is not None and read_to != saved:
+                session.save_checkpoint(connection, read_to)
+        self._read_to = read_to
+        return len(page.events)

@@ -278,12 +278,12 @@ class ReadWatch:
         original = store._feed_rows
 
         def watched(*args: Any, **kwargs: Any) -> Any:
-            rows = original(*args, **kwargs)
+            rows, end = original(*args, **kwargs)
             if rows:
                 self.idle.clear()
             else:
                 self.idle.set()
-            return rows
+            return rows, end
 
         store._feed_rows = watched  # type: ignore[method-assign]
 

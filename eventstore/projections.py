@@ -117,11 +117,12 @@ class ProjectionRunner(Closing):
         self.lock_timeout = lock_timeout
         self._session: ProjectionSession | None = None
         self._stopped = threading.Event()
-        # How far the feed has been read with nothing left for this projection:
-        # past its checkpoint when the events since did not match its types. Kept
-        # here, not written on every read; it stays true across a takeover, since
-        # events below a feed position never change.
-        self._read_to: Position | None = None
+        # (checkpoint, read_to): with the stored checkpoint at ``checkpoint``, the
+        # feed holds nothing for this projection up to ``read_to``, so the next
+        # read starts there. Kept here, not written on every read. Used only while
+        # the stored checkpoint is still that one: a reset (or a takeover that
+        # moved it) by another runner makes it void.
+        self._read_on: tuple[Position | None, Position] | None = None
 
     def run_once(self) -> int:
         """Handle every event visible now; return how many were handled.
@@ -178,7 +179,7 @@ class ProjectionRunner(Closing):
             session.delete_checkpoint(connection)
             if self.projection.reset is not None:
                 self.projection.reset(connection)
-        self._read_to = None
+        self._read_on = None
 
     def close(self) -> None:
         """Release the projection's lock."""
@@ -206,18 +207,18 @@ class ProjectionRunner(Closing):
         with session.transaction() as connection:
             checkpoint = session.load_checkpoint(connection)
             after = checkpoint
-            if self._read_to is not None and (after is None or self._read_to > after):
-                after = self._read_to
+            if self._read_on is not None and self._read_on[0] == checkpoint:
+                after = self._read_on[1]
             page = session.read(connection, after, self.batch_size, self.projection.event_types)
+            stored = checkpoint
             for event in page.events:
                 handler(event, connection)
                 if session.checkpoint_each_event and event.position is not None:
                     session.save_checkpoint(connection, event.position)
+                    stored = event.position
             read_to = read_on_from(after, page)
-            saved = (
-                page.events[-1].position if session.checkpoint_each_event and page.events else None
-            )
-            if page.events and read_to is not None and read_to != saved:
+            if page.events and read_to is not None and read_to != stored:
                 session.save_checkpoint(connection, read_to)
-        self._read_to = read_to
+                stored = read_to
+        self._read_on = None if read_to is None or read_to == stored else (stored, read_to)
         return len(page.events)

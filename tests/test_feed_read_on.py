@@ -216,3 +216,25 @@ def test_a_wanted_event_committed_late_below_the_end_is_not_skipped(
             thread.join(DEADLINE_SECONDS)
     assert [event.stream_id for event in recorder.events] == ["late"]
     assert [event.stream_id for event in delivered] == ["late"]
+
+
+def test_a_reset_by_another_runner_voids_what_this_one_had_read_past(
+    store: Any, recorder: Recorder
+) -> None:
+    projection = Projection("wanted_only", recorder, event_types=["Wanted"])
+    first = ProjectionRunner(store, projection, batch_size=10, lock_timeout=5)
+    append(store, "wanted-1", "Wanted")
+    wait_for_feed_horizon(store)
+    assert first.run_once() == 1
+    append(store, "other-1", "Other", 5)
+    wait_for_feed_horizon(store)
+    assert first.run_once() == 0  # read past the five, checkpoint still at the Wanted
+    first.close()
+
+    with ProjectionRunner(store, projection, lock_timeout=5) as second:
+        second.reset()  # a rebuild: the checkpoint is gone
+
+    # The first runner takes the lock again: the rebuild must see the Wanted event.
+    with first:
+        assert first.run_once() == 1
+    assert [event.stream_id for event in recorder.events] == ["wanted-1", "wanted-1"]

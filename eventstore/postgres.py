@@ -198,6 +198,26 @@ _DATABASE_ERRORS = (psycopg.Error, sqlalchemy.exc.DBAPIError, sqlalchemy.exc.Tim
 
 _TUPLES_OK = psycopg.pq.ExecStatus.TUPLES_OK
 
+_ONE_ROW_STATEMENTS = frozenset(
+    {
+        _APPEND,
+        _APPEND_ONE,
+        _APPEND_SILENT,
+        _APPEND_ONE_SILENT,
+        _STREAM_VERSION,
+        _SAVE_SNAPSHOT,
+        _LOAD_CHECKPOINT,
+    }
+)
+"""Statements whose result is one small row. Without a caller's connection they run
+on a cursor kept with the pooled connection (building a psycopg cursor costs
+about as much Python as the rest of an append); the others get a new cursor each
+time, so a large result is not held between calls."""
+
+_CURSOR_KEY = "eventstore.cursor"
+"""Where a pooled connection's kept cursor lives in its ``info`` (which SQLAlchemy
+clears when it replaces the driver connection)."""
+
 _ANY_RETRIES = 100
 """How often an ``ANY`` append is retried after losing a race (nothing was written)."""
 
@@ -467,7 +487,13 @@ class PostgresEventStore(BaseEventStore, Closing):
         try:
             if not was_autocommit:
                 driver.autocommit = True
-            cursor = driver.execute(sql, params, prepare=True)
+            if sql in _ONE_ROW_STATEMENTS:
+                cursor = pooled.info.get(_CURSOR_KEY)
+                if cursor is None:
+                    cursor = pooled.info[_CURSOR_KEY] = driver.cursor()
+                cursor.execute(sql, params, prepare=True)
+            else:
+                cursor = driver.execute(sql, params, prepare=True)
             result = cursor.pgresult
             if result is None or result.status != _TUPLES_OK:
                 return []

@@ -13,10 +13,7 @@ int4 or int8 by value, and each combination of types is prepared separately.
 from __future__ import annotations
 
 import math
-import threading
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -27,26 +24,26 @@ from psycopg.types.numeric import Int8
 from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Connection, CursorResult, Engine
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.pool import PoolProxiedConnection
 
 from eventstore._base import BaseEventStore
 from eventstore._closing import Closing
 from eventstore._engines import check_engine
-from eventstore._translate import OPERATIONAL_ERRORS, translate, translated_errors
+from eventstore._listen import NOTIFY_CHANNEL, ListenWaiter
+from eventstore._pg_projections import (
+    LOAD_CHECKPOINT,
+    RETRYABLE_ERRORS,
+    PostgresProjectionSession,
+)
+from eventstore._translate import translate, translated_errors
 from eventstore._validation import EncodedBatch
 from eventstore.errors import (
     ConcurrencyError,
-    ProjectionLockedError,
     ValidationError,
 )
-from eventstore.feed import FeedPage
 from eventstore.projections import ProjectionSession
 from eventstore.records import ExpectedVersion, Position, StreamState
 from eventstore.registry import EventRegistry
 from eventstore.urls import normalize_url
-
-NOTIFY_CHANNEL = "eventstore_events"
-"""The channel every append notifies (in its own transaction) and subscribers listen on."""
 
 _NOTIFY_IF_INSERTED = (
     f"CASE WHEN EXISTS (SELECT 1 FROM inserted) THEN pg_notify('{NOTIFY_CHANNEL}', '') END"
@@ -143,24 +140,6 @@ SELECT page.*, visible_end.* FROM visible_end LEFT JOIN page ON true
 ORDER BY page.transaction_id, page.position
 """
 
-_PROJECTION_LOCK_NAMESPACE = 0x4553
-"""First key of the two-key advisory locks that guard projections ("ES")."""
-
-_LOCK_PROJECTION = "SELECT pg_advisory_lock(%(namespace)s, hashtext(%(name)s))"
-_UNLOCK_PROJECTION = "SELECT pg_advisory_unlock(%(namespace)s, hashtext(%(name)s))"
-_LOAD_CHECKPOINT = (
-    "SELECT transaction_id, position FROM projection_checkpoints WHERE name = %(name)s"
-)
-_SAVE_CHECKPOINT = """
-INSERT INTO projection_checkpoints (name, transaction_id, position)
-VALUES (%(name)s, %(transaction_id)s, %(position)s)
-ON CONFLICT (name) DO UPDATE
-    SET transaction_id = EXCLUDED.transaction_id,
-        position = EXCLUDED.position,
-        updated_at = now()
-"""
-_DELETE_CHECKPOINT = "DELETE FROM projection_checkpoints WHERE name = %(name)s"
-
 _STREAM_VERSION = "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = %(stream_id)s"
 
 _SAVE_SNAPSHOT = """
@@ -206,7 +185,7 @@ _ONE_ROW_STATEMENTS = frozenset(
         _APPEND_ONE_SILENT,
         _STREAM_VERSION,
         _SAVE_SNAPSHOT,
-        _LOAD_CHECKPOINT,
+        LOAD_CHECKPOINT,
     }
 )
 """Statements whose result is one small row. Without a caller's connection they run
@@ -220,9 +199,6 @@ clears when it replaces the driver connection)."""
 
 _ANY_RETRIES = 100
 """How often an ``ANY`` append is retried after losing a race (nothing was written)."""
-
-_RECONNECT_DELAY = 0.5
-"""Pause between attempts to re-establish a lost LISTEN connection."""
 
 Row = Sequence[Any]
 
@@ -414,17 +390,13 @@ class PostgresEventStore(BaseEventStore, Closing):
     def _waiter(self) -> ListenWaiter:
         return ListenWaiter(self.engine)
 
-    _retryable_errors: tuple[type[BaseException], ...] = (
-        psycopg.OperationalError,
-        sqlalchemy.exc.OperationalError,
-        *OPERATIONAL_ERRORS,
-    )
+    _retryable_errors: tuple[type[BaseException], ...] = RETRYABLE_ERRORS
 
     def _projection_session(self, name: str, lock_timeout: float | None) -> ProjectionSession:
-        return _PostgresProjectionSession(self, name, lock_timeout)
+        return PostgresProjectionSession(self, name, lock_timeout)
 
     def _projection_checkpoint(self, name: str) -> Position | None:
-        rows = self._fetch(_LOAD_CHECKPOINT, {"name": name}, None)
+        rows = self._fetch(LOAD_CHECKPOINT, {"name": name}, None)
         return Position(rows[0][0], rows[0][1]) if rows else None
 
     # -- plumbing ---------------------------------------------------------------------
@@ -514,158 +486,6 @@ class PostgresEventStore(BaseEventStore, Closing):
             pooled.close()
 
 
-class ListenWaiter:
-    """Wakes a subscription on NOTIFY, from a pooled connection held with LISTEN.
-
-    A lost connection is replaced on the next wait (and that wait returns at
-    once, since notifications may have been missed meanwhile); until then the
-    subscription polls.
-    """
-
-    _SLICE = 0.1
-    """Longest single block, so that a stop request is seen promptly."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._pooled: PoolProxiedConnection | None = None
-        self._listen()
-
-    def arm(self) -> None:
-        """LISTEN queues notifications, so nothing is missed between waits."""
-
-    def wait(self, timeout: float, stop: threading.Event) -> None:
-        """Block until a notification, ``timeout`` seconds, or ``stop``."""
-        deadline = time.monotonic() + timeout
-        while not stop.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            if self._pooled is None:
-                if self._listen():
-                    return
-                stop.wait(min(remaining, _RECONNECT_DELAY))
-                continue
-            driver = self._driver()
-            try:
-                for _ in driver.notifies(timeout=min(remaining, self._SLICE), stop_after=1):
-                    return
-            except psycopg.OperationalError:
-                self._drop()
-
-    def close(self) -> None:
-        """UNLISTEN and return the connection to the pool."""
-        pooled, self._pooled = self._pooled, None
-        if pooled is None:
-            return
-        driver = pooled.driver_connection
-        try:
-            driver.execute("UNLISTEN *")  # type: ignore[union-attr]
-            driver.autocommit = False  # type: ignore[union-attr]
-        except psycopg.Error:
-            pooled.invalidate()
-        pooled.close()
-
-    def _listen(self) -> bool:
-        try:
-            pooled = self._engine.raw_connection()
-        except (psycopg.OperationalError, sqlalchemy.exc.OperationalError):
-            return False
-        driver: psycopg.Connection[Any] = pooled.driver_connection  # type: ignore[assignment]
-        try:
-            driver.autocommit = True
-            driver.execute(f"LISTEN {NOTIFY_CHANNEL}")
-        except psycopg.Error:
-            pooled.invalidate()
-            pooled.close()
-            return False
-        self._pooled = pooled
-        return True
-
-    def _driver(self) -> psycopg.Connection[Any]:
-        assert self._pooled is not None
-        return self._pooled.driver_connection  # type: ignore[return-value]
-
-    def _drop(self) -> None:
-        pooled, self._pooled = self._pooled, None
-        if pooled is not None:
-            pooled.invalidate()
-            pooled.close()
-
-
-class _PostgresProjectionSession:
-    """A dedicated connection holding a projection's session-level advisory lock.
-
-    Batches run as transactions on the same connection, so if it dies the lock
-    goes with it and the open batch can never commit.
-    """
-
-    checkpoint_each_event = False
-    retryable: tuple[type[BaseException], ...] = PostgresEventStore._retryable_errors
-
-    def __init__(self, store: PostgresEventStore, name: str, lock_timeout: float | None) -> None:
-        self._store = store
-        self._name = name
-        self._lock_params = {"namespace": _PROJECTION_LOCK_NAMESPACE, "name": name}
-        self._connection = store.engine.connect()
-        try:
-            with self._connection.begin():
-                timeout_ms = 0 if lock_timeout is None else max(1, int(lock_timeout * 1000))
-                self._connection.exec_driver_sql(f"SET LOCAL lock_timeout = {timeout_ms}")
-                self._connection.exec_driver_sql(_LOCK_PROJECTION, self._lock_params)
-        except sqlalchemy.exc.OperationalError as exc:
-            self._connection.close()
-            if isinstance(exc.orig, psycopg.errors.LockNotAvailable):
-                raise ProjectionLockedError(
-                    f"projection {name!r} is being run elsewhere (no lock after "
-                    f"{lock_timeout} s): stop the other runner or wait for it"
-                ) from None
-            raise
-        except BaseException:
-            self._connection.close()
-            raise
-
-    def transaction(self) -> AbstractContextManager[Connection]:
-        return _begin(self._connection)
-
-    def load_checkpoint(self, connection: Connection) -> Position | None:
-        rows = self._store._fetch(_LOAD_CHECKPOINT, {"name": self._name}, connection)
-        return Position(rows[0][0], rows[0][1]) if rows else None
-
-    def save_checkpoint(self, connection: Connection, position: Position) -> None:
-        params = {
-            "name": self._name,
-            "transaction_id": Int8(position.transaction_id),
-            "position": Int8(position.sequence),
-        }
-        self._store._fetch(_SAVE_CHECKPOINT, params, connection)
-
-    def delete_checkpoint(self, connection: Connection) -> None:
-        self._store._fetch(_DELETE_CHECKPOINT, {"name": self._name}, connection)
-
-    def read(
-        self,
-        connection: Connection,
-        after: Position | None,
-        limit: int,
-        event_types: list[str] | None,
-    ) -> FeedPage:
-        return self._store._feed_page(after, limit, event_types, None, connection)
-
-    def close(self) -> None:
-        connection = self._connection
-        if connection.closed:
-            return
-        try:
-            if connection.in_transaction():
-                connection.rollback()
-            connection.exec_driver_sql(_UNLOCK_PROJECTION, self._lock_params)
-            connection.commit()
-        except sqlalchemy.exc.DBAPIError:
-            connection.invalidate()
-        finally:
-            connection.close()
-
-
 def _milliseconds(seconds: object, name: str) -> int:
     """``seconds`` as whole milliseconds for a PostgreSQL setting (at least 1 unless 0)."""
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
@@ -706,9 +526,3 @@ def _with_settings(url: URL, connect_args: object, settings: dict[str, int]) -> 
 
 def _rows(result: CursorResult[Any]) -> list[Row]:
     return list(result.fetchall()) if result.returns_rows else []
-
-
-@contextmanager
-def _begin(connection: Connection) -> Iterator[Connection]:
-    with connection.begin():
-        yield connection

@@ -67,8 +67,8 @@ from sqlalchemy.engine import URL, Engine
 
 from eventstore import migrations
 from eventstore._engines import engine_for
+from eventstore._listen import NOTIFY_CHANNEL
 from eventstore.errors import SchemaError, TransferError, ValidationError
-from eventstore.postgres import NOTIFY_CHANNEL
 
 __all__ = [
     "FORMAT_NAME",

@@ -42,6 +42,41 @@ OPERATIONAL_ERRORS: tuple[type[EventStoreError], ...] = (
 )
 """The translated counterparts of psycopg's and SQLAlchemy's ``OperationalError``."""
 
+SESSION_ENDED_SQLSTATES = frozenset(
+    {
+        "57P01",  # admin_shutdown: the server is shutting down, or pg_terminate_backend
+        "57P02",  # crash_shutdown
+        "57P03",  # cannot_connect_now: the server is starting up or shutting down
+        "57P04",  # database_dropped
+        "57P05",  # idle_session_timeout
+        "25P03",  # idle_in_transaction_session_timeout
+        "25P04",  # transaction_timeout (PostgreSQL 17)
+    }
+)
+"""SQLSTATEs (outside class 08) with which the server ends the session: the
+connection is gone, as if the network had dropped it."""
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` (psycopg's or SQLAlchemy's) means the connection is gone:
+    class 08, a session the server ended (:data:`SESSION_ENDED_SQLSTATES`), or a
+    failure with no SQLSTATE on a connection that is now closed or broken. Only
+    such failures are worth a retry on a new connection."""
+    if isinstance(exc, sqlalchemy.exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        exc = exc.orig if isinstance(exc.orig, BaseException) else exc
+    if not isinstance(exc, psycopg.Error):
+        return False
+    sqlstate = exc.sqlstate
+    if sqlstate is not None:
+        return sqlstate.startswith("08") or sqlstate in SESSION_ENDED_SQLSTATES
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    connection = exc.pgconn
+    return connection is None or connection.status != psycopg.pq.ConnStatus.OK
+
+
 _SERVER_DOWN_ADVICE = (
     "check that the PostgreSQL server is running and that the host and port in the URL "
     "are right (and reachable: listen_addresses, firewall)"
@@ -162,7 +197,7 @@ def translate(
             "PostgresEventStore.from_url(url, lock_timeout=seconds)",
             timeout="lock_timeout",
         )
-    if sqlstate.startswith("08") or sqlstate in ("57P01", "57P02", "57P03"):
+    if sqlstate.startswith("08") or sqlstate in SESSION_ENDED_SQLSTATES:
         if connecting:
             return DatabaseUnavailableError(
                 f"cannot connect to the database server ({detail}): {_SERVER_DOWN_ADVICE}; "

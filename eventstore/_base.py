@@ -8,6 +8,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
+from eventstore._closing import Closing
+from eventstore._lifecycle import Lifecycle
 from eventstore._validation import (
     EncodedBatch,
     check_identifier,
@@ -18,7 +20,7 @@ from eventstore._validation import (
     expected_bounds,
 )
 from eventstore.codec import CborCodec
-from eventstore.errors import ValidationError
+from eventstore.errors import StoreClosedError, ValidationError
 from eventstore.feed import (
     DEFAULT_POLL_INTERVAL,
     FeedPage,
@@ -46,15 +48,41 @@ StoredEventRow = Sequence[Any]
 transaction_id, sequence)`` as a backend returns it."""
 
 
-class BaseEventStore(ABC):
+class BaseEventStore(Closing, ABC):
     """The public contract of :class:`eventstore.EventStore`, written once.
 
     Every argument is checked and every payload encoded before a primitive is
     called, so a bad call never reaches storage.
+
+    A store is open until :meth:`close` (or the end of its ``with`` block); after
+    that every public call raises :class:`~eventstore.errors.StoreClosedError`.
     """
 
     def __init__(self, registry: EventRegistry | None = None) -> None:
         self.codec = CborCodec(registry)
+        self.lifecycle = Lifecycle()
+        """Whether the store is open, and what ``close()`` stops: its
+        subscriptions and projection runners register here."""
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self.lifecycle.closed
+
+    def close(self) -> None:
+        """Close the store: every later call raises StoreClosedError.
+
+        Live subscriptions end (their iteration stops), running projection
+        runners return from ``run()`` and give up their locks, and the backend
+        lets go of what it holds (a PostgreSQL store built by ``from_url``
+        disposes its engine; a shared engine is left open). Idempotent, and
+        safe from any thread, also while other threads use the store.
+        """
+        if self.lifecycle.close():
+            self._release()
+
+    def _release(self) -> None:
+        """Let go of the backend's resources; called once, by the first close()."""
 
     @property
     def registry(self) -> EventRegistry:
@@ -78,6 +106,7 @@ class BaseEventStore(ABC):
         for bad input (checked before storage is touched); nothing is written
         then.
         """
+        self.lifecycle.check_open()
         check_identifier(stream_id, "stream_id")
         lowest, highest = expected_bounds(expected_version)
         batch = encode_batch(events, self.codec)
@@ -95,6 +124,7 @@ class BaseEventStore(ABC):
         """Events ``from_version`` to ``to_version`` (inclusive), oldest first, at
         most ``limit``; ``[]`` for a missing stream. Raises
         :class:`DeserializationError` for a payload that cannot be decoded."""
+        self.lifecycle.check_open()
         check_identifier(stream_id, "stream_id")
         low, high = check_range(from_version, to_version)
         return self._load(stream_id, low, high, check_limit(limit), connection)
@@ -110,11 +140,17 @@ class BaseEventStore(ABC):
         """Like :meth:`load_events`, fetched in pages of ``batch_size`` events so a
         stream of any length is read in bounded memory. Arguments are checked
         when the call is made, not at the first ``next()``."""
+        self.lifecycle.check_open()
         check_identifier(stream_id, "stream_id")
         low, high = check_range(from_version, to_version)
         check_int(batch_size, "batch_size", minimum=1)
+
+        def load_page(lo: int, hi: int, n: int) -> Sequence[StoredEventRow]:
+            self.lifecycle.check_open()
+            return self._load_rows(stream_id, lo, hi, n, None)
+
         return paginate(
-            lambda lo, hi, n: self._load_rows(stream_id, lo, hi, n, None),
+            load_page,
             self._event_stream,
             low,
             high,
@@ -123,6 +159,7 @@ class BaseEventStore(ABC):
 
     def stream_version(self, stream_id: str) -> int:
         """The version of the stream's last event; 0 when it has none."""
+        self.lifecycle.check_open()
         check_identifier(stream_id, "stream_id")
         return self._stream_version(stream_id, None)
 
@@ -136,6 +173,7 @@ class BaseEventStore(ABC):
         :class:`ValidationError` when ``version`` is past the stream's last
         event, :class:`SerializationError` when ``state`` cannot be encoded.
         """
+        self.lifecycle.check_open()
         check_identifier(stream_id, "stream_id")
         check_int(version, "version", minimum=1)
         written, head = self._save_snapshot(
@@ -151,6 +189,7 @@ class BaseEventStore(ABC):
     def load_snapshot(self, stream_id: str) -> Snapshot | None:
         """The stream's snapshot, or None. Raises :class:`DeserializationError`
         when the stored state cannot be decoded."""
+        self.lifecycle.check_open()
         check_identifier(stream_id, "stream_id")
         stored = self._load_snapshot(stream_id)
         if stored is None:
@@ -177,6 +216,7 @@ class BaseEventStore(ABC):
         PostgreSQL an event becomes visible once every transaction older than
         its own has ended, so a late commit never lands behind a checkpoint.
         """
+        self.lifecycle.check_open()
         start = check_after(after)
         check_int(limit, "limit", minimum=1)
         types, prefix = check_feed_filter(event_types, stream_prefix)
@@ -192,6 +232,7 @@ class BaseEventStore(ABC):
         stream_prefix: str | None = None,
     ) -> Iterator[RecordedEvent]:
         """Like :meth:`read_all` up to the visible end, in pages of ``batch_size``."""
+        self.lifecycle.check_open()
         start = check_after(after)
         check_int(batch_size, "batch_size", minimum=1)
         types, prefix = check_feed_filter(event_types, stream_prefix)
@@ -212,11 +253,12 @@ class BaseEventStore(ABC):
         ``poll_interval`` seconds in case a wake-up is lost. Call ``stop()``
         (from any thread) or leave its ``with`` block to end it.
         """
+        self.lifecycle.check_open()
         start = check_after(after)
         check_int(batch_size, "batch_size", minimum=1)
         interval = check_poll_interval(poll_interval)
         types, prefix = check_feed_filter(event_types, stream_prefix)
-        return Subscription(
+        subscription = Subscription(
             self._feed_reader(types, prefix),
             self._waiter(),
             after=start,
@@ -224,9 +266,15 @@ class BaseEventStore(ABC):
             poll_interval=interval,
             retryable=self._retryable_errors,
         )
+        self.lifecycle.track(subscription)
+        return subscription
 
     def _feed_reader(self, types: list[str] | None, prefix: str | None) -> ReadPage:
-        return lambda after, limit: self._feed_page(after, limit, types, prefix, None)
+        def read_page(after: Position | None, limit: int) -> FeedPage:
+            self.lifecycle.check_open()
+            return self._feed_page(after, limit, types, prefix, None)
+
+        return read_page
 
     def _feed_page(
         self,
@@ -311,8 +359,10 @@ class BaseEventStore(ABC):
     def _waiter(self) -> Waiter:
         """A new waiter that wakes when events are appended."""
 
-    _retryable_errors: tuple[type[BaseException], ...] = ()
-    """Errors a subscription retries after (a lost connection)."""
+    _retryable_errors: tuple[type[BaseException], ...] = (StoreClosedError,)
+    """Errors a subscription or a running projection retries after (a lost
+    connection). StoreClosedError is one: the store's close() has stopped the
+    follower, so its retry ends it quietly instead of raising."""
 
     @abstractmethod
     def _projection_session(self, name: str, lock_timeout: float | None) -> ProjectionSession:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING
@@ -36,6 +37,7 @@ ON CONFLICT (name) DO UPDATE
         position = EXCLUDED.position,
         updated_at = now()
 """
+_TERMINATE = "SELECT pg_terminate_backend(%(pid)s)"
 _DELETE_CHECKPOINT = "DELETE FROM projection_checkpoints WHERE name = %(name)s"
 
 RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -61,7 +63,10 @@ class PostgresProjectionSession:
         self._name = name
         self._lock_params = {"namespace": _PROJECTION_LOCK_NAMESPACE, "name": name}
         self._connection = store.engine.connect()
+        self._closing = threading.Lock()
         try:
+            driver = self._connection.connection.driver_connection
+            self._backend_pid: int = driver.info.backend_pid  # type: ignore[union-attr]
             with self._connection.begin():
                 timeout_ms = 0 if lock_timeout is None else max(1, int(lock_timeout * 1000))
                 self._connection.exec_driver_sql(f"SET LOCAL lock_timeout = {timeout_ms}")
@@ -105,7 +110,24 @@ class PostgresProjectionSession:
     ) -> FeedPage:
         return self._store._feed_page(after, limit, event_types, None, connection)
 
+    def stop(self) -> None:
+        """End the session from the server's side, for the store's close(): the
+        server releases the lock and rolls back a batch in flight. Safe from any
+        thread (the session's own connection is not touched here)."""
+        with self._closing:
+            if self._connection.closed:
+                return
+            try:
+                with self._store.engine.connect() as other:
+                    other.exec_driver_sql(_TERMINATE, {"pid": self._backend_pid})
+            except sqlalchemy.exc.DBAPIError:
+                pass  # the server cannot be reached: the session is gone with it
+
     def close(self) -> None:
+        with self._closing:
+            self._close()
+
+    def _close(self) -> None:
         connection = self._connection
         if connection.closed:
             return

@@ -16,6 +16,7 @@ Every error the library raises derives from :class:`EventStoreError`::
      +-- TooManyConnectionsError    the server has no connection slot left
      +-- DatabaseNotFoundError      the database named in the URL does not exist
      +-- OperationTimeoutError      statement_timeout, lock_timeout or the pool's wait ran out
+     +-- StoreClosedError           the store was closed: build a new one
 
 Database errors are translated where the library can say something useful (each
 message says what to do) and chained with ``raise ... from``, so the original
@@ -170,3 +171,14 @@ class OperationTimeoutError(EventStoreError):
 
 def _rebuild_timeout(message: str, timeout: str) -> OperationTimeoutError:
     return OperationTimeoutError(message, timeout=timeout)
+
+
+class StoreClosedError(EventStoreError):
+    """The store was closed with ``close()``: it makes no more calls. Build a new one.
+
+    Raised by every public call made after ``close()``, including reads of an
+    iterator or a projection runner begun before it.
+    """
+
+    def __init__(self, message: str = "the store was closed: build a new one") -> None:
+        super().__init__(message)

@@ -4,7 +4,9 @@ For users' unit tests and as the reference model of the contract. Payloads go
 through the same CBOR codec and the same checks, so what fails on PostgreSQL
 fails here too. Thread-safe. Every append is its own transaction and is visible
 at once; there are no other transactions: ``connection=`` is accepted, so code
-written for the PostgreSQL store runs unchanged, and ignored.
+written for the PostgreSQL store runs unchanged, and ignored. ``close()`` (or
+the end of a ``with`` block) closes it as it closes a PostgreSQL store: later
+calls raise StoreClosedError, its subscriptions and projection runners stop.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from eventstore._base import BaseEventStore, StoredEventRow
 from eventstore._validation import EncodedBatch
-from eventstore.errors import ConcurrencyError, ProjectionLockedError
+from eventstore.errors import ConcurrencyError, ProjectionLockedError, StoreClosedError
 from eventstore.feed import FeedPage
 from eventstore.records import ExpectedVersion, Position
 from eventstore.registry import EventRegistry
@@ -169,6 +171,7 @@ class InMemoryEventStore(BaseEventStore):
     def _projection_session(
         self, name: str, lock_timeout: float | None
     ) -> _MemoryProjectionSession:
+        self.lifecycle.check_open()
         with self._lock:
             lock = self._projection_locks.setdefault(name, threading.Lock())
         if not lock.acquire(timeout=-1 if lock_timeout is None else lock_timeout):
@@ -176,9 +179,16 @@ class InMemoryEventStore(BaseEventStore):
                 f"projection {name!r} is being run elsewhere (no lock after {lock_timeout} s): "
                 "stop the other runner or wait for it"
             )
-        return _MemoryProjectionSession(self, name, lock)
+        session = _MemoryProjectionSession(self, name, lock)
+        try:
+            self.lifecycle.track(session)  # the store closed while the lock was awaited
+        except StoreClosedError:
+            session.close()
+            raise
+        return session
 
     def _projection_checkpoint(self, name: str) -> Position | None:
+        self.lifecycle.check_open()
         with self._lock:
             return self._checkpoints.get(name)
 
@@ -242,7 +252,12 @@ class _MemoryProjectionSession:
     ) -> FeedPage:
         return self._store._feed_page(after, limit, event_types, None, None)
 
+    def stop(self) -> None:
+        """Release the lock, for the store's close(); safe from any thread."""
+        self.close()
+
     def close(self) -> None:
-        lock, self._lock = self._lock, None
+        with self._store._lock:
+            lock, self._lock = self._lock, None
         if lock is not None:
             lock.release()

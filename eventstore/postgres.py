@@ -26,7 +26,6 @@ from sqlalchemy.engine import URL, Connection, CursorResult, Engine
 from sqlalchemy.exc import DBAPIError
 
 from eventstore._base import BaseEventStore
-from eventstore._closing import Closing
 from eventstore._engines import check_engine
 from eventstore._listen import NOTIFY_CHANNEL, ListenWaiter
 from eventstore._pg_projections import (
@@ -38,6 +37,7 @@ from eventstore._translate import translate, translated_errors
 from eventstore._validation import EncodedBatch
 from eventstore.errors import (
     ConcurrencyError,
+    StoreClosedError,
     ValidationError,
 )
 from eventstore.projections import ProjectionSession
@@ -203,7 +203,7 @@ _ANY_RETRIES = 100
 Row = Sequence[Any]
 
 
-class PostgresEventStore(BaseEventStore, Closing):
+class PostgresEventStore(BaseEventStore):
     """An event store in PostgreSQL's ``events`` and ``snapshots`` tables.
 
     Build it with :meth:`from_url` (the store owns its engine; :meth:`close`
@@ -277,7 +277,7 @@ class PostgresEventStore(BaseEventStore, Closing):
         store._owns_engine = True
         return store
 
-    def close(self) -> None:
+    def _release(self) -> None:
         """Dispose the engine if this store built it; a shared engine is left open."""
         if self._owns_engine:
             self.engine.dispose()
@@ -390,10 +390,17 @@ class PostgresEventStore(BaseEventStore, Closing):
     def _waiter(self) -> ListenWaiter:
         return ListenWaiter(self.engine)
 
-    _retryable_errors: tuple[type[BaseException], ...] = RETRYABLE_ERRORS
+    _retryable_errors: tuple[type[BaseException], ...] = (*RETRYABLE_ERRORS, StoreClosedError)
 
     def _projection_session(self, name: str, lock_timeout: float | None) -> ProjectionSession:
-        return PostgresProjectionSession(self, name, lock_timeout)
+        self.lifecycle.check_open()
+        session = PostgresProjectionSession(self, name, lock_timeout)
+        try:
+            self.lifecycle.track(session)  # the store closed while the lock was awaited
+        except StoreClosedError:
+            session.close()
+            raise
+        return session
 
     def _projection_checkpoint(self, name: str) -> Position | None:
         rows = self._fetch(LOAD_CHECKPOINT, {"name": name}, None)
@@ -415,7 +422,9 @@ class PostgresEventStore(BaseEventStore, Closing):
         connection (one round trip). With it: inside the caller's transaction,
         in a savepoint when asked (appends do). Operational failures come out as
         the library's errors (see ``_translate``); others as psycopg raised them.
+        Raises :class:`StoreClosedError` once the store is closed.
         """
+        self.lifecycle.check_open()
         if connection is None:
             return self._fetch_autocommit(
                 sql, params, params.get("stream_id") if savepoint else None

@@ -123,6 +123,7 @@ class ProjectionRunner(Closing):
         # the stored checkpoint is still that one: a reset (or a takeover that
         # moved it) by another runner makes it void.
         self._read_on: tuple[Position | None, Position] | None = None
+        store.lifecycle.track(self)  # the store's close() stops run()
 
     def run_once(self) -> int:
         """Handle every event visible now; return how many were handled.

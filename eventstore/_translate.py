@@ -56,6 +56,34 @@ SESSION_ENDED_SQLSTATES = frozenset(
 """SQLSTATEs (outside class 08) with which the server ends the session: the
 connection is gone, as if the network had dropped it."""
 
+_SESSION_ENDED_ADVICE = {
+    "57P04": (
+        "the database was dropped: recreate it (CREATE DATABASE, then "
+        "`eventstore migrate upgrade`) or point the URL at another one"
+    ),
+    "57P05": (
+        "the server ended the session because it sat idle longer than the server's "
+        "idle_session_timeout (a pooled connection left unused); reads are run again on a "
+        "new connection by themselves. So that appends do not meet such a connection, "
+        "recycle the store's connections before the server ends them: "
+        "PostgresEventStore.from_url(url, pool_recycle=seconds shorter than "
+        "idle_session_timeout), or test each one before use with pool_pre_ping=True"
+    ),
+    "25P03": (
+        "the server ended the session because a transaction sat idle in it longer than "
+        "idle_in_transaction_session_timeout; that transaction was rolled back: retry the "
+        "whole transaction, and keep transactions short (do not wait on anything else "
+        "between its statements)"
+    ),
+    "25P04": (
+        "the server ended the session because a transaction ran longer than "
+        "transaction_timeout; that transaction was rolled back: retry the whole transaction, "
+        "make it shorter, or raise the limit"
+    ),
+}
+"""What to do when the server ended the session for a reason of its own (not a
+shutdown or a terminated backend, whose advice is to check the server)."""
+
 
 def is_connection_lost(exc: BaseException) -> bool:
     """Whether ``exc`` (psycopg's or SQLAlchemy's) means the connection is gone:
@@ -164,7 +192,7 @@ def translate(
             return None
         if connecting or _failed_to_connect(exc):
             return _connect_failure(exc, database)
-        return _lost(_first_line(exc), append_to)
+        return _lost(_first_line(exc), None, append_to)
     detail = exc.diag.message_primary or _first_line(exc)
     if sqlstate.startswith("28"):
         return AuthenticationError(
@@ -203,7 +231,7 @@ def translate(
                 f"cannot connect to the database server ({detail}): {_SERVER_DOWN_ADVICE}; "
                 "nothing was sent, so the call can be retried once the server is back"
             )
-        return _lost(detail, append_to)
+        return _lost(detail, sqlstate, append_to)
     return None
 
 
@@ -233,15 +261,20 @@ def _connect_failure(exc: psycopg.Error, database: str | None) -> EventStoreErro
     )
 
 
-def _lost(detail: str, append_to: str | None) -> DatabaseUnavailableError:
+def _lost(detail: str, sqlstate: str | None, append_to: str | None) -> DatabaseUnavailableError:
+    advice = _SESSION_ENDED_ADVICE.get(sqlstate or "")
     if append_to is not None:
         return AppendOutcomeUnknownError(
             f"the connection to the database server was lost while appending to stream "
             f"{append_to!r} ({detail}): the events may or may not have been committed. "
             "Do not retry blindly: once the server is back, reload the stream (its version "
             "and last events show whether the append is there) and append only what is "
-            f"missing; {_SERVER_DOWN_ADVICE}",
+            f"missing; {advice or _SERVER_DOWN_ADVICE}",
             stream_id=append_to,
+        )
+    if advice is not None:
+        return DatabaseUnavailableError(
+            f"the connection to the database server was lost ({detail}): {advice}"
         )
     return DatabaseUnavailableError(
         f"the connection to the database server was lost ({detail}): {_SERVER_DOWN_ADVICE}; "

@@ -33,7 +33,7 @@ from eventstore._pg_projections import (
     RETRYABLE_ERRORS,
     PostgresProjectionSession,
 )
-from eventstore._translate import translate, translated_errors
+from eventstore._translate import is_connection_lost, translate, translated_errors
 from eventstore._validation import EncodedBatch
 from eventstore.errors import (
     ConcurrencyError,
@@ -176,6 +176,7 @@ _DATABASE_ERRORS = (psycopg.Error, sqlalchemy.exc.DBAPIError, sqlalchemy.exc.Tim
 """What the driver and the pool raise; :func:`translate` picks the operational ones."""
 
 _TUPLES_OK = psycopg.pq.ExecStatus.TUPLES_OK
+_IDLE = psycopg.pq.TransactionStatus.IDLE
 
 _ONE_ROW_STATEMENTS = frozenset(
     {
@@ -192,6 +193,22 @@ _ONE_ROW_STATEMENTS = frozenset(
 on a cursor kept with the pooled connection (building a psycopg cursor costs
 about as much Python as the rest of an append); the others get a new cursor each
 time, so a large result is not held between calls."""
+
+_RERUNNABLE = frozenset(
+    {
+        LOAD_STREAM_SQL,
+        _READ_ALL,
+        _READ_ALL_TO_END,
+        _STREAM_VERSION,
+        _LOAD_SNAPSHOT,
+        LOAD_CHECKPOINT,
+        _SAVE_SNAPSHOT,
+    }
+)
+"""Statements run once more on a new connection when their pooled connection was
+lost: the reads, and the snapshot UPSERT (running it twice keeps the same
+snapshot; the second run may report False, "a snapshot as new is kept", for the
+snapshot the first run stored). Never an append."""
 
 _CURSOR_KEY = "eventstore.cursor"
 """Where a pooled connection's kept cursor lives in its ``info`` (which SQLAlchemy
@@ -388,13 +405,15 @@ class PostgresEventStore(BaseEventStore):
         return page, Position(rows[0][-2], rows[0][-1])
 
     def _waiter(self) -> ListenWaiter:
-        return ListenWaiter(self.engine)
+        with translated_errors(connecting=True, database=self.engine.url.database):
+            return ListenWaiter(self.engine)
 
     _retryable_errors: tuple[type[BaseException], ...] = (*RETRYABLE_ERRORS, StoreClosedError)
 
     def _projection_session(self, name: str, lock_timeout: float | None) -> ProjectionSession:
         self.lifecycle.check_open()
-        session = PostgresProjectionSession(self, name, lock_timeout)
+        with translated_errors(database=self.engine.url.database):
+            session = PostgresProjectionSession(self, name, lock_timeout)
         try:
             self.lifecycle.track(session)  # the store closed while the lock was awaited
         except StoreClosedError:
@@ -446,13 +465,20 @@ class PostgresEventStore(BaseEventStore):
                 raise
 
     def _fetch_autocommit(
-        self, sql: str, params: dict[str, Any], append_to: str | None
+        self, sql: str, params: dict[str, Any], append_to: str | None, *, retry: bool = True
     ) -> list[Row]:
         """The hot path: ``sql`` prepared, in autocommit, on a pooled driver connection.
 
         Written out flat (no context managers) because it runs on every call
         without a caller's connection; ``append_to`` names the stream when the
         statement is an append (a lost connection then leaves its outcome unknown).
+
+        A lost connection is dropped from the pool, with every connection opened
+        before it (a server restart ended them all). A statement that may run
+        twice (:data:`_RERUNNABLE`: reads and the snapshot UPSERT) is then run
+        once more on a new connection, so the dead pooled connection a restart or
+        ``idle_session_timeout`` left behind costs the caller nothing; an append
+        never is (its outcome is unknown: AppendOutcomeUnknownError).
         """
         pool = self.engine.pool
         database = self.engine.url.database
@@ -467,6 +493,8 @@ class PostgresEventStore(BaseEventStore):
         was_autocommit = driver.autocommit
         try:
             if not was_autocommit:
+                if driver.info.transaction_status != _IDLE:
+                    driver.rollback()  # left in a transaction by its last user
                 driver.autocommit = True
             if sql in _ONE_ROW_STATEMENTS:
                 cursor = pooled.info.get(_CURSOR_KEY)
@@ -480,19 +508,22 @@ class PostgresEventStore(BaseEventStore):
                 return []
             return cursor.fetchall()
         except _DATABASE_ERRORS as exc:
-            if isinstance(exc, psycopg.OperationalError) and (driver.closed or driver.broken):
+            lost = driver.closed or driver.broken or is_connection_lost(exc)
+            if lost:
                 # As SQLAlchemy does on a disconnect: every connection opened before now
                 # is replaced at its next checkout (a server restart ended them all), so
                 # the pool costs callers one failed call, not one per idle connection.
                 pool._invalidate(pooled, exc)
-            error = translate(exc, append_to=append_to, database=database)
-            if error is None:
-                raise
-            raise error from exc
+            if not (lost and retry and append_to is None and sql in _RERUNNABLE):
+                error = translate(exc, append_to=append_to, database=database)
+                if error is None:
+                    raise
+                raise error from exc
         finally:
             if not was_autocommit and not driver.closed:
                 driver.autocommit = False
             pooled.close()
+        return self._fetch_autocommit(sql, params, append_to, retry=False)
 
 
 def _milliseconds(seconds: object, name: str) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -33,6 +34,7 @@ def normalize_url(url: str | URL) -> URL:
         try:
             parsed = make_url(url.strip())
         except (ArgumentError, ValueError) as exc:
+            _check_port(_port_text(url.strip()))
             raise ValidationError(
                 f"cannot parse the database URL {_redact(url)!r}: "
                 "expected postgresql://user:password@host:5432/dbname"
@@ -48,7 +50,36 @@ def normalize_url(url: str | URL) -> URL:
             f"unsupported database URL scheme {parsed.drivername!r}: pg-eventstore needs "
             "PostgreSQL (postgres://, postgresql:// or postgresql+psycopg://)"
         )
+    if parsed.port is not None:
+        _check_port(str(parsed.port))
+    query_port = parsed.query.get("port")
+    for port in (query_port,) if isinstance(query_port, str) else query_port or ():
+        for part in port.split(","):
+            _check_port(part.strip())
     return parsed.set(drivername="postgresql+psycopg")
+
+
+def _check_port(port: str | None) -> None:
+    """ValidationError naming ``port`` unless it is a TCP port number (1 to 65535).
+
+    libpq refuses a port above 65535 only when connecting (as if the server
+    were down), and takes 0 for its default port.
+    """
+    if port is None or port == "":
+        return
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValidationError(
+            f"the database URL has port {port!r}: a port is a number from 1 to 65535 "
+            "(PostgreSQL listens on 5432 unless configured otherwise)"
+        )
+
+
+def _port_text(url: str) -> str | None:
+    """The port as written in ``url`` (``host:port`` after any ``user@``), if any."""
+    netloc = urlsplit(url).netloc.rpartition("@")[2]
+    if netloc.endswith("]") or ":" not in netloc:
+        return None
+    return netloc.rpartition(":")[2]
 
 
 def database_url_from_environment(

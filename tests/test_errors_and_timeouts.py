@@ -224,8 +224,16 @@ def test_terminated_connection_raises_unavailable_and_an_append_says_reload_firs
         assert store.stream_version("order-1") == 1  # the store recovered by itself
         _terminate_store_connection(migrated_url, name)
 
-        with pytest.raises(DatabaseUnavailableError) as read_lost:
-            store.load_events("order-1")
+        # A read on the dead connection is run again on a new one: no error.
+        assert [event.version for event in store.load_events("order-1")] == [1]
+
+        with store.engine.connect() as connection:
+            connection.begin()
+            store.load_events("order-1", connection=connection)
+            _terminate_store_connection(migrated_url, name)
+            # A caller's connection is the caller's: never replaced behind its back.
+            with pytest.raises(DatabaseUnavailableError) as read_lost:
+                store.load_events("order-1", connection=connection)
 
         assert store.append_events("order-1", [EVENT], expected_version=1) == 2
 

@@ -48,7 +48,7 @@ from eventstore import (
     PostgresEventStore,
 )
 from eventstore.embedded import embedded_available
-from eventstore.errors import DatabaseUnavailableError
+from eventstore.errors import AppendOutcomeUnknownError, DatabaseUnavailableError
 from eventstore.migrations import upgrade
 
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (DatabaseUnavailableError,)
@@ -520,10 +520,68 @@ def idle_pool_across_restart(server: RestartableServer, pre_ping: bool) -> list[
 
 
 @needs_embedded
-def test_after_a_restart_a_store_with_default_pool_settings_fails_at_most_one_call(
+def test_after_a_restart_a_store_with_default_pool_settings_fails_no_read(
     running_server: RestartableServer,
 ) -> None:
-    assert len(idle_pool_across_restart(running_server, pre_ping=False)) <= 1
+    assert idle_pool_across_restart(running_server, pre_ping=False) == []
+
+
+@needs_embedded
+def test_after_a_restart_the_first_read_of_each_kind_succeeds_and_the_first_append_is_unknown(
+    running_server: RestartableServer,
+) -> None:
+    """Without pool_pre_ping the pool hands out the connection the restart ended.
+    A read is run again on a new connection; an append is not (the caller is
+    told its outcome is unknown), and nothing of it is written."""
+    server, stream_id = running_server, unique_name("first-after-restart")
+    store = restart_store(server, pool_size=1, max_overflow=0)
+    try:
+        assert store.append_events(stream_id, make_batch("first", 2), expected_version=0) == 2
+        store.save_snapshot(stream_id, 2, {"seen": 2})
+        reads: dict[str, Callable[[], object]] = {
+            "load_events": lambda: len(store.load_events(stream_id)),
+            "stream_version": lambda: store.stream_version(stream_id),
+            "read_all": lambda: len(store.read_all(stream_prefix=stream_id)),
+            "load_snapshot": lambda: store.load_snapshot(stream_id).version,  # type: ignore[union-attr]
+        }
+        results: dict[str, object] = {}
+        for name, read in reads.items():
+            server.stop()
+            server.start()
+            results[name] = read()
+        assert results == {"load_events": 2, "stream_version": 2, "read_all": 2, "load_snapshot": 2}
+
+        server.stop()
+        server.start()
+        first = timed_append(store, stream_id, Call(0, 1, "after-restart", 1, 2))
+        assert isinstance(first.error, AppendOutcomeUnknownError), repr(first.error)
+        assert store.stream_version(stream_id) == 2, "the unknown append was written"
+        report("first calls after a restart", reads=results, append=type(first.error).__name__)
+    finally:
+        store.close()
+
+
+def test_after_its_idle_connection_is_killed_the_next_read_succeeds(
+    event_store: PostgresEventStore,
+    eventstore_database_url: str,
+    admin: psycopg.Connection[Any],
+) -> None:
+    application = unique_name("es_faults_idle_read")
+    store = PostgresEventStore.from_url(
+        url_with(eventstore_database_url, application_name=application),
+        pool_size=1,
+        max_overflow=0,
+    )
+    try:
+        stream_id = unique_name("idle-kill-read")
+        assert store.append_events(stream_id, make_batch("first", 2), expected_version=0) == 2
+        [(pid, _)] = backends(admin, application)
+        assert terminate(admin, pid, wait=True)
+        assert [event.version for event in store.load_events(stream_id)] == [1, 2]
+        [(replacement, _)] = backends(admin, application)
+        assert replacement != pid
+    finally:
+        store.close()
 
 
 @needs_embedded

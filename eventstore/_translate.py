@@ -7,8 +7,9 @@ is the exception: libpq reports a connection failure with the server's message
 and no SQLSTATE, so :func:`_connect_failure` reads that (English) text for
 authentication, connection slots and a missing database; a connection failure
 it does not recognise is a :class:`DatabaseUnavailableError`, which shows the
-message. Anything else (a unique violation among them: appends turn it into a
-ConcurrencyError themselves) propagates untouched.
+message. Every error the server reports with a SQLSTATE becomes one of the
+library's (see ``_by_class`` and the table in docs/reliability.md), except a
+unique violation: appends turn it into a ConcurrencyError themselves.
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ from eventstore.errors import (
     OperationTimeoutError,
     PermissionDeniedError,
     SchemaError,
+    ServerError,
     TooManyConnectionsError,
+    TransactionConflictError,
+    ValidationError,
 )
 
 OPERATIONAL_ERRORS: tuple[type[EventStoreError], ...] = (
@@ -39,8 +43,10 @@ OPERATIONAL_ERRORS: tuple[type[EventStoreError], ...] = (
     TooManyConnectionsError,
     DatabaseNotFoundError,
     OperationTimeoutError,
+    TransactionConflictError,
 )
-"""The translated counterparts of psycopg's and SQLAlchemy's ``OperationalError``."""
+"""The translated failures that may pass by themselves (a subscription or a
+running projection retries after them)."""
 
 SESSION_ENDED_SQLSTATES = frozenset(
     {
@@ -180,12 +186,6 @@ def translate(
         exc = exc.orig
     if not isinstance(exc, psycopg.Error):
         return None
-    if isinstance(exc, (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn)):
-        return SchemaError(
-            f"the event store schema is missing or out of date "
-            f"({exc.diag.message_primary}): "
-            "run `alembic upgrade head` or eventstore.migrations.upgrade(url)"
-        )
     sqlstate = exc.sqlstate
     if sqlstate is None:
         if not isinstance(exc, psycopg.OperationalError):
@@ -194,6 +194,11 @@ def translate(
             return _connect_failure(exc, database)
         return _lost(_first_line(exc), None, append_to)
     detail = exc.diag.message_primary or _first_line(exc)
+    if sqlstate in ("42P01", "42703"):  # undefined table, undefined column
+        return SchemaError(
+            f"the event store schema is missing or out of date ({detail}): "
+            "run `alembic upgrade head` or eventstore.migrations.upgrade(url)"
+        )
     if sqlstate.startswith("28"):
         return AuthenticationError(
             f"the database server refused the login ({detail}): " + _PG_HBA_ADVICE
@@ -232,7 +237,105 @@ def translate(
                 "nothing was sent, so the call can be retried once the server is back"
             )
         return _lost(detail, sqlstate, append_to)
-    return None
+    if sqlstate == "23505":
+        return None  # an append turns it into a ConcurrencyError itself
+    return _by_class(sqlstate, detail)
+
+
+_NOTHING_WRITTEN = (
+    "nothing was written (a transaction of your own that the call ran in has failed: roll it back)"
+)
+
+_BY_SQLSTATE: dict[str, tuple[type[EventStoreError], str]] = {
+    "25P02": (
+        ValidationError,
+        "the transaction of the connection passed to the store had already failed, so the "
+        "server ignores every statement in it: roll it back and retry the whole transaction",
+    ),
+    "25006": (
+        DatabaseUnavailableError,
+        "the server accepts no writes (a standby, or default_transaction_read_only is on); "
+        "nothing was written: point the URL at the primary server (after a failover: at "
+        "the new primary) and retry",
+    ),
+    "53100": (
+        ServerError,
+        "the server is out of disk space; nothing was written: have its disk freed or "
+        "grown, then retry",
+    ),
+    "53200": (
+        ServerError,
+        "the server ran out of memory; nothing was written: retry later, with smaller "
+        "batches, or have the server's memory settings (work_mem) looked at",
+    ),
+    "XX001": (
+        ServerError,
+        "the server found corrupt data; nothing was written: do not retry blindly, have the "
+        "server's log and the database checked (amcheck, a restore from backup)",
+    ),
+    "XX002": (
+        ServerError,
+        "the server found a corrupt index; nothing was written: do not retry blindly, have "
+        "the server's log checked and the index rebuilt (REINDEX)",
+    ),
+}
+
+_BY_CLASS: dict[str, tuple[type[EventStoreError], str]] = {
+    "22": (
+        ValidationError,
+        f"the database refused a value of the call; {_NOTHING_WRITTEN}; fix the value",
+    ),
+    "23": (
+        ValidationError,
+        f"a constraint of the database refused the row; {_NOTHING_WRITTEN}; fix the call, "
+        "or the constraint if it was added to the store's tables by hand",
+    ),
+    "25": (
+        ValidationError,
+        "the transaction of the connection passed to the store cannot run the statement; "
+        f"{_NOTHING_WRITTEN} and retry the whole transaction",
+    ),
+    "40": (
+        TransactionConflictError,
+        "the server rolled the transaction back to resolve a conflict with another one "
+        "(a deadlock or a serialization failure); nothing of it was written: retry the whole "
+        "transaction (in a unit of work of your own, touch streams in the same order "
+        "everywhere to avoid deadlocks)",
+    ),
+    "42": (
+        SchemaError,
+        "the database does not accept the store's statement: the server must be PostgreSQL 13 "
+        "or newer and the tables those of the migrations (run `alembic upgrade head` or "
+        "eventstore.migrations.upgrade(url); do not change them by hand)",
+    ),
+    "53": (
+        ServerError,
+        "the server lacks a resource to run the statement (a configured limit); nothing was "
+        "written: retry later, or have the server's log and limits looked at",
+    ),
+    "54": (
+        ValidationError,
+        f"the call goes past a limit of the server; {_NOTHING_WRITTEN}; make it smaller "
+        "(fewer or smaller events per append, a smaller limit or batch_size)",
+    ),
+}
+
+_SERVER_FAILED = (
+    "the server failed the statement; nothing was written: have the server's log looked at, "
+    "then retry"
+)
+
+
+def _by_class(sqlstate: str, detail: str) -> EventStoreError:
+    """The error for a SQLSTATE the checks above do not name: by the exact code,
+    else by its class (the first two characters), else a :class:`ServerError`."""
+    error, advice = _BY_SQLSTATE.get(sqlstate) or _BY_CLASS.get(
+        sqlstate[:2], (ServerError, _SERVER_FAILED)
+    )
+    message = f"{advice} ({detail}; SQLSTATE {sqlstate})"
+    if error is ServerError:
+        return ServerError(message, sqlstate=sqlstate)
+    return error(message)
 
 
 def _failed_to_connect(exc: psycopg.OperationalError) -> bool:

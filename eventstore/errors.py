@@ -16,6 +16,10 @@ Every error the library raises derives from :class:`EventStoreError`::
      +-- TooManyConnectionsError    the server has no connection slot left
      +-- DatabaseNotFoundError      the database named in the URL does not exist
      +-- OperationTimeoutError      statement_timeout, lock_timeout or the pool's wait ran out
+     +-- TransactionConflictError   the server rolled back a transaction to end a deadlock or
+     |                              a serialization failure: retry the whole transaction
+     +-- ServerError                the server failed the statement for a reason of its own
+     |                              (disk full, out of memory, I/O error, internal error)
      +-- StoreClosedError           the store was closed: build a new one
 
 Database errors are translated where the library can say something useful (each
@@ -171,6 +175,33 @@ class OperationTimeoutError(EventStoreError):
 
 def _rebuild_timeout(message: str, timeout: str) -> OperationTimeoutError:
     return OperationTimeoutError(message, timeout=timeout)
+
+
+class TransactionConflictError(EventStoreError):
+    """The server rolled back the transaction to resolve a conflict with another
+    one (SQLSTATE class 40: a deadlock, a serialization failure); nothing of it
+    was written. Retry the whole transaction (a unit of work of your own: all of
+    it, from its first read)."""
+
+
+class ServerError(EventStoreError):
+    """The server could not run the statement for a reason of its own: disk full,
+    out of memory (class 53), an I/O or system error (58), an internal error or
+    corrupted data (XX), or another failure the library has no better name for.
+    The statement wrote nothing. ``sqlstate`` is the server's code; the message
+    says what to do (mostly: have the server's log looked at, then retry).
+    """
+
+    def __init__(self, message: str, *, sqlstate: str) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_server_error, (str(self), self.sqlstate))
+
+
+def _rebuild_server_error(message: str, sqlstate: str) -> ServerError:
+    return ServerError(message, sqlstate=sqlstate)
 
 
 class StoreClosedError(EventStoreError):

@@ -376,3 +376,35 @@ def test_exhausted_pool_raises_operation_timeout_naming_pool_timeout(migrated_ur
     assert "pool_timeout=seconds" in str(raised.value)
     assert isinstance(raised.value.__cause__, sqlalchemy.exc.TimeoutError)
     assert _versions(migrated_url, "order-1") == [1]
+
+
+def test_an_append_waiting_on_an_uncommitted_append_to_the_same_stream_times_out(
+    migrated_url: str,
+) -> None:
+    """Another unit of work appended version 1 and has not committed: an append at
+    the same version waits on it, and gives up after lock_timeout."""
+    with (
+        PostgresEventStore.from_url(migrated_url) as first,
+        PostgresEventStore.from_url(migrated_url, lock_timeout=0.2) as second,
+    ):
+        with first.engine.connect() as connection:
+            connection.begin()
+            first.append_events(
+                "order-1", [EVENT], expected_version=NO_STREAM, connection=connection
+            )
+            started = time.monotonic()
+            with pytest.raises(OperationTimeoutError) as raised:
+                second.append_events("order-1", [EVENT], expected_version=NO_STREAM)
+            elapsed = time.monotonic() - started
+            assert _versions(migrated_url, "order-1") == []
+            connection.commit()
+        # The uncommitted append won once committed; the next call sees it.
+        with pytest.raises(ConcurrencyError):
+            second.append_events("order-1", [EVENT], expected_version=NO_STREAM)
+        assert second.append_events("order-1", [EVENT], expected_version=1) == 2
+
+    assert raised.value.timeout == "lock_timeout"
+    assert "wrote nothing" in str(raised.value)
+    assert isinstance(raised.value.__cause__, psycopg.errors.LockNotAvailable)
+    assert elapsed < FAST_FAILURE_SECONDS
+    assert _versions(migrated_url, "order-1") == [1, 2]

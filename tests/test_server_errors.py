@@ -5,6 +5,7 @@ saying what happened and what to do, writes nothing, and the store recovers."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,10 +13,14 @@ from typing import Any
 
 import psycopg
 import pytest
+import sqlalchemy.exc
 from _faults import libpq_url, url_with
+from _staging import execute, require_password
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import make_url
 
 from eventstore import (
+    ANY,
     NO_STREAM,
     NewEvent,
     PostgresEventStore,
@@ -23,11 +28,18 @@ from eventstore import (
     ProjectionRunner,
     ValidationError,
 )
+from eventstore._translate import translate
 from eventstore.errors import (
     AppendOutcomeUnknownError,
+    AuthenticationError,
     DatabaseNotFoundError,
     DatabaseUnavailableError,
     OperationTimeoutError,
+    PermissionDeniedError,
+    SchemaError,
+    ServerError,
+    TooManyConnectionsError,
+    TransactionConflictError,
 )
 from eventstore.migrations import upgrade
 
@@ -253,3 +265,203 @@ def test_a_bad_port_is_refused_naming_it(url: str, shown: str) -> None:
     message = str(raised.value)
     assert f"port {shown!r}" in message or f"port {shown}" in message
     assert "1 to 65535" in message
+
+
+# -- every SQLSTATE class the store can meet ----------------------------------------------
+
+SQLSTATE_TABLE: list[tuple[str, type[Exception], str]] = [
+    ("08006", DatabaseUnavailableError, "can be retried once the server is back"),
+    ("22P05", ValidationError, "nothing was written"),
+    ("22003", ValidationError, "nothing was written"),
+    ("23514", ValidationError, "constraint"),
+    ("25P02", ValidationError, "roll it back"),
+    ("25006", DatabaseUnavailableError, "primary"),
+    ("25P03", DatabaseUnavailableError, "idle_in_transaction_session_timeout"),
+    ("25P04", DatabaseUnavailableError, "transaction_timeout"),
+    ("28P01", AuthenticationError, "pg_hba.conf"),
+    ("3D000", DatabaseNotFoundError, "CREATE DATABASE"),
+    ("40001", TransactionConflictError, "retry the whole transaction"),
+    ("40P01", TransactionConflictError, "retry the whole transaction"),
+    ("42501", PermissionDeniedError, "eventstore grant"),
+    ("42P01", SchemaError, "alembic upgrade head"),
+    ("42883", SchemaError, "PostgreSQL 13"),
+    ("53100", ServerError, "disk"),
+    ("53200", ServerError, "memory"),
+    ("53300", TooManyConnectionsError, "max_connections"),
+    ("53400", ServerError, "limit"),
+    ("54000", ValidationError, "smaller"),
+    ("55P03", OperationTimeoutError, "lock_timeout"),
+    ("55006", ServerError, "retry"),
+    ("57014", OperationTimeoutError, "statement_timeout"),
+    ("57P01", DatabaseUnavailableError, "server is running"),
+    ("57P04", DatabaseUnavailableError, "dropped"),
+    ("57P05", DatabaseUnavailableError, "idle_session_timeout"),
+    ("58030", ServerError, "server's log"),
+    ("XX000", ServerError, "server's log"),
+    ("XX001", ServerError, "corrupt"),
+    ("P0001", ServerError, "server's log"),
+]
+
+
+@pytest.mark.parametrize(("sqlstate", "expected", "phrase"), SQLSTATE_TABLE)
+def test_each_sqlstate_class_becomes_a_typed_error_that_says_what_to_do(
+    sqlstate: str, expected: type[Exception], phrase: str
+) -> None:
+    cause = psycopg.errors.lookup(sqlstate)("what the server said")
+    error = translate(cause)
+    assert type(error) is expected, f"{sqlstate}: {error!r}"
+    assert phrase in str(error), str(error)
+    assert "what the server said" in str(error)
+    if isinstance(error, ServerError):
+        assert error.sqlstate == sqlstate
+
+
+def test_a_unique_violation_is_left_to_the_append_that_turns_it_into_a_conflict() -> None:
+    assert translate(psycopg.errors.UniqueViolation("duplicate key")) is None
+
+
+def test_a_deadlock_between_two_caller_transactions_is_a_transaction_conflict(
+    eventstore_database_url: str, event_store: PostgresEventStore
+) -> None:
+    """Two units of work append to the same two streams in opposite orders."""
+    with PostgresEventStore.from_url(eventstore_database_url, pool_size=2) as store:
+        for stream in ("a", "b"):
+            store.append_events(stream, [EVENT], expected_version=NO_STREAM)
+        barrier = threading.Barrier(2)
+        errors: list[BaseException] = []
+
+        def unit_of_work(first: str, second: str) -> None:
+            try:
+                with store.engine.begin() as connection:
+                    store.append_events(first, [EVENT], expected_version=ANY, connection=connection)
+                    barrier.wait(5)
+                    store.append_events(
+                        second, [EVENT], expected_version=ANY, connection=connection
+                    )
+            except Exception as exc:
+                errors.append(exc)
+
+        threads = [
+            threading.Thread(target=unit_of_work, args=pair) for pair in (("a", "b"), ("b", "a"))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(20)
+        assert [type(error) for error in errors] == [TransactionConflictError], errors
+        assert isinstance(errors[0].__cause__, psycopg.errors.DeadlockDetected)
+        assert "retry the whole transaction" in str(errors[0])
+        # The winner's two events are stored, the loser's none.
+        assert store.stream_version("a") + store.stream_version("b") == 4
+
+
+def test_a_call_in_a_caller_transaction_that_already_failed_says_roll_it_back(
+    event_store: PostgresEventStore,
+) -> None:
+    with event_store.engine.connect() as connection:
+        connection.begin()
+        with pytest.raises(sqlalchemy.exc.DataError):
+            connection.exec_driver_sql("SELECT 1 / 0")
+        with pytest.raises(ValidationError) as raised:
+            event_store.append_events("s-1", [EVENT], expected_version=0, connection=connection)
+    assert "roll it back" in str(raised.value)
+    assert event_store.stream_version("s-1") == 0
+
+
+def test_an_append_to_a_read_only_server_says_to_use_the_primary(
+    event_store: PostgresEventStore, eventstore_database_url: str
+) -> None:
+    url = url_with(eventstore_database_url, options="-c default_transaction_read_only=on")
+    with _store(url) as store:
+        assert store.stream_version("s-1") == 0
+        with pytest.raises(DatabaseUnavailableError) as raised:
+            store.append_events("s-1", [EVENT], expected_version=NO_STREAM)
+    assert type(raised.value) is DatabaseUnavailableError
+    assert "primary" in str(raised.value)
+    assert event_store.stream_version("s-1") == 0
+
+
+# -- how applications deploy: a schema of their own, recycled and re-authenticated pools ---
+
+
+def test_tables_in_a_schema_of_their_own_reached_through_search_path(
+    scratch_database_url: str,
+) -> None:
+    with psycopg.connect(libpq_url(scratch_database_url), autocommit=True) as admin:
+        admin.execute("CREATE SCHEMA orders_store")
+    url = url_with(scratch_database_url, options="-csearch_path=orders_store")
+    upgrade(url)
+    with PostgresEventStore.from_url(url) as store:
+        assert store.append_events("order-1", [EVENT, EVENT], expected_version=NO_STREAM) == 2
+        assert [event.version for event in store.load_events("order-1")] == [1, 2]
+        assert store.save_snapshot("order-1", 2, {"lines": 2})
+        assert store.load_snapshot("order-1").state == {"lines": 2}  # type: ignore[union-attr]
+        assert [event.version for event in store.read_all(stream_prefix="order-")] in ([], [1, 2])
+        with ProjectionRunner(store, Projection("p", lambda event, connection: None)) as runner:
+            runner.run_once()
+    with psycopg.connect(libpq_url(scratch_database_url)) as check:
+        placed = check.execute(
+            "SELECT to_regclass('orders_store.events') IS NOT NULL, "
+            "to_regclass('public.events') IS NULL, "
+            "to_regclass('orders_store.projection_checkpoints') IS NOT NULL"
+        ).fetchone()
+        assert placed == (True, True, True)
+        rows = check.execute("SELECT count(*) FROM orders_store.events").fetchone()
+        assert rows == (2,)
+
+
+def test_connections_older_than_pool_recycle_are_replaced_and_calls_go_on(
+    eventstore_database_url: str, stream_id: str
+) -> None:
+    application = f"es_recycle_{uuid.uuid4().hex[:8]}"
+    url = url_with(eventstore_database_url, application_name=application)
+    pids: list[int] = []
+    with psycopg.connect(libpq_url(eventstore_database_url), autocommit=True) as admin:
+
+        def backend() -> int:
+            rows = admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (application,)
+            ).fetchall()
+            assert len(rows) == 1, rows
+            return int(rows[0][0])
+
+        with _store(url, pool_recycle=0.3) as store:
+            for version in range(3):
+                assert store.append_events(stream_id, [EVENT], expected_version=version)
+                pids.append(backend())
+                time.sleep(0.5)
+            assert store.stream_version(stream_id) == 3
+    assert len(set(pids)) == 3, f"a connection outlived pool_recycle: {pids}"
+
+
+ROTATING_ROLE = "es_rotating"
+
+
+def test_a_password_callback_on_a_shared_engine_follows_a_rotated_password(
+    own_server: str,
+) -> None:
+    """Credentials that rotate (a secrets manager, cloud IAM tokens): the engine
+    asks for the password each time it opens a connection."""
+    password = {"current": "first-secret-1"}
+    url = require_password(own_server, ROTATING_ROLE, password["current"], wrong="nope")
+    execute(own_server, f"GRANT SELECT, INSERT ON events, snapshots TO {ROTATING_ROLE}")
+    engine = create_engine(url.set(password=None), pool_size=1, max_overflow=0)
+
+    @event.listens_for(engine, "do_connect")
+    def provide_password(dialect: Any, conn_rec: Any, cargs: Any, cparams: Any) -> None:
+        cparams["password"] = password["current"]
+
+    static = PostgresEventStore.from_url(url)  # the password fixed in the URL
+    try:
+        store = PostgresEventStore(engine)
+        assert store.stream_version("rotating") == 0
+        password["current"] = "second-secret-2"
+        execute(own_server, f"ALTER ROLE {ROTATING_ROLE} PASSWORD '{password['current']}'")
+        engine.dispose()  # connections are reopened from now on (as after pool_recycle)
+        assert store.append_events("rotating", [EVENT], expected_version=NO_STREAM) == 1
+        assert store.stream_version("rotating") == 1
+        with pytest.raises(AuthenticationError):
+            static.stream_version("rotating")
+    finally:
+        static.close()
+        engine.dispose()

@@ -122,6 +122,8 @@ class PostgresProjectionSession:
                     other.exec_driver_sql(_TERMINATE, {"pid": self._backend_pid})
             except sqlalchemy.exc.DBAPIError:
                 pass  # the server cannot be reached: the session is gone with it
+            except sqlalchemy.exc.TimeoutError:
+                pass  # no pooled connection to ask with: the runner releases the lock itself
 
     def close(self) -> None:
         with self._closing:

@@ -26,7 +26,9 @@ _POSTGRES_SCHEMES = frozenset(
 def normalize_url(url: str | URL) -> URL:
     """Return ``url`` as a SQLAlchemy URL that uses the psycopg 3 driver.
 
-    Raises :class:`ValidationError` for anything that is not a PostgreSQL URL.
+    Raises :class:`ValidationError` for anything that is not a PostgreSQL URL,
+    and for a port (in the host part or a ``port`` query option) that is not a
+    number from 1 to 65535, naming it.
     """
     if isinstance(url, str):
         if not url.strip():

@@ -6,6 +6,14 @@ batch in a single round trip. With ``connection=``, statements run inside the
 caller's transaction (an append inside a savepoint, so a conflict leaves that
 transaction usable) and the store neither begins nor commits.
 
+A pooled connection that turns out dead (a server restart, a terminated backend,
+a session the server ended for ``idle_session_timeout``) is dropped from the
+pool with every connection older than it. Without ``connection=``, a read (and
+a snapshot save, an idempotent UPSERT that may then report False for the
+snapshot its first run stored) is run once more on a new connection; an append
+never is: its outcome is unknown (AppendOutcomeUnknownError). A caller's
+connection is never replaced.
+
 Version parameters are always sent as ``Int8``: psycopg otherwise picks int2,
 int4 or int8 by value, and each combination of types is prepared separately.
 """

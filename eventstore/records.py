@@ -124,8 +124,8 @@ class _StoredRecordedEvent(RecordedEvent):
 
     __slots__ = ("_metadata_json", "_sequence", "_transaction_id")
     _metadata_json: str | None
-    _transaction_id: int
-    _sequence: int
+    _transaction_id: int | None
+    _sequence: int | None
 
     @property
     def metadata(self) -> dict[str, Any] | None:
@@ -146,6 +146,9 @@ class _StoredRecordedEvent(RecordedEvent):
     def position(self) -> Position | None:
         value = _get_position(self)
         if value is _UNPARSED:
+            if self._transaction_id is None:
+                _set_position(self, None)
+                return None
             value = _new(Position)
             _set_transaction_id(value, self._transaction_id)
             _set_sequence(value, self._sequence)
@@ -182,10 +185,11 @@ def recorded_event(
     data: Any,
     metadata_json: str | None,
     created_at: datetime,
-    transaction_id: int,
-    sequence: int,
+    transaction_id: int | None,
+    sequence: int | None,
 ) -> RecordedEvent:
-    """A RecordedEvent for a stored row, at ``Position(transaction_id, sequence)``,
+    """A RecordedEvent for a stored row, at ``Position(transaction_id, sequence)``
+    (no position when ``transaction_id`` is None: an event not yet in the feed),
     whose ``metadata`` is ``metadata_json`` parsed on first access.
 
     Built for the load path at a fraction of the constructors' cost: the frozen

@@ -620,3 +620,23 @@ def test_a_unit_of_work_over_two_streams_is_all_or_nothing(store: Any) -> None:
         ("uow-a", 3),
         ("after", 1),
     ]
+
+
+# --- the feed's head -------------------------------------------------------------------------
+
+
+def test_feed_head_is_where_a_reader_from_now_starts(store: Any) -> None:
+    assert store.feed_head() is None
+    fill(store, "old", 3)
+    wait_for_feed_horizon(store)
+
+    head = store.feed_head()
+
+    assert head == store.read_all()[-1].position
+    assert store.read_all(after=head) == []
+    fill(store, "new", 1)
+    wait_for_feed_horizon(store)
+    assert [(e.stream_id, e.version) for e in store.read_all(after=head)] == [("new", 1)]
+    assert store.feed_head() == store.load_events("new")[0].position
+    with store.subscribe(after=head, poll_interval=0.05) as subscription:
+        assert next(subscription).stream_id == "new"

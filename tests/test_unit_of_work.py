@@ -323,3 +323,20 @@ def test_many_units_of_work_race_on_two_streams_and_stay_whole(store: Any) -> No
     assert [(e.stream_id, e.data) for e in feed] == [
         (stream, tag) for tag in xs for stream in ("x", "y")
     ]
+
+
+def test_feed_head_stops_where_read_all_stops_while_a_unit_of_work_is_open(store: Any) -> None:
+    store.append_events("a", [noted(1)], expected_version=0)
+    wait_for_feed_horizon(store)
+    before = store.feed_head()
+    with store.transaction() as connection:
+        store.append_events("held", [noted(2)], expected_version=0, connection=connection)
+        store.append_events("b", [noted(3)], expected_version=0)  # commits behind it
+        visible = store.read_all()
+        assert store.feed_head() == (visible[-1].position if visible else None)
+        assert "held" not in [e.stream_id for e in visible]
+        assert store.feed_head() >= before
+    wait_for_feed_horizon(store)
+    everything = store.read_all()
+    assert {e.stream_id for e in everything} == {"a", "held", "b"}
+    assert store.feed_head() == everything[-1].position

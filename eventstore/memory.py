@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from eventstore._base import BaseEventStore, StoredEventRow
+from eventstore._base import DEADLOCK_DETAIL, BaseEventStore, StoredEventRow
 from eventstore._memory_transaction import (
     DeadlockError,
     MemoryTransaction,
@@ -94,11 +94,7 @@ class InMemoryEventStore(BaseEventStore):
                     stream_id,
                     expected_version,
                     self._head(stream_id, unit),
-                    detail=(
-                        "deadlock: another unit of work holds this stream and waits for one "
-                        "this unit of work holds; nothing of this unit of work was kept "
-                        "if you let the error end it: retry the whole unit of work"
-                    ),
+                    detail=DEADLOCK_DETAIL,
                 ) from None
             head = self._head(stream_id, unit)
             if not lowest <= head <= highest:

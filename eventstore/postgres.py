@@ -26,7 +26,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Connection, CursorResult, Engine
 from sqlalchemy.exc import DBAPIError
 
-from eventstore._base import BaseEventStore
+from eventstore._base import DEADLOCK_DETAIL, BaseEventStore
 from eventstore._closing import Closing
 from eventstore._engines import check_engine
 from eventstore._listen import NOTIFY_CHANNEL, ListenWaiter
@@ -325,6 +325,15 @@ class PostgresEventStore(BaseEventStore, Closing):
                     continue
                 raise ConcurrencyError(
                     stream_id, expected_version, self._stream_version(stream_id, connection)
+                ) from None
+            except psycopg.errors.DeadlockDetected:
+                # Only in a caller's transaction (the savepoint is rolled back, the
+                # transaction stays usable): another one waits for a stream it holds.
+                raise ConcurrencyError(
+                    stream_id,
+                    expected_version,
+                    self._stream_version(stream_id, connection),
+                    detail=DEADLOCK_DETAIL,
                 ) from None
             if new_version is not None:
                 return int(new_version)

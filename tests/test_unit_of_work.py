@@ -244,8 +244,7 @@ def test_in_memory_the_same_thread_writing_a_reserved_stream_is_refused_not_hung
     assert [e.data["n"] for e in store.load_events("a")] == [1]
 
 
-def test_in_memory_two_units_of_work_waiting_on_each_other_fail_one_not_hang() -> None:
-    store = InMemoryEventStore()
+def test_two_units_of_work_waiting_on_each_other_fail_one_not_hang(store: Any) -> None:
     first_holds_a = threading.Event()
     second_holds_b = threading.Event()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
@@ -42,6 +43,13 @@ from eventstore.records import (
 )
 from eventstore.registry import EventRegistry
 from eventstore.store import DEFAULT_BATCH_SIZE, paginate
+
+DEADLOCK_DETAIL = (
+    "deadlock: another unit of work holds this stream and waits for a stream this one "
+    "holds; let the error end the with block (nothing of it is kept) and retry the "
+    "whole unit of work"
+)
+"""The ``detail`` of the ConcurrencyError an append gets in a deadlock."""
 
 StoredEventRow = Sequence[Any]
 """``(stream_id, version, event_type, event_data, metadata, created_at,
@@ -198,7 +206,30 @@ class BaseEventStore(Closing, ABC):
         state = self.codec.decode_state(stream_id, version, state_data)
         return Snapshot(stream_id, version, state, created_at)
 
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[Any]:
+        """A unit of work over any number of streams, as a context manager.
+
+        Pass what it yields as ``connection=`` to :meth:`append_events`,
+        :meth:`load_events` and :meth:`save_snapshot`: what they write commits
+        together when the ``with`` block ends, or not at all when it raises
+        (a :class:`ConcurrencyError` caught inside leaves it usable). Reads
+        through it see its own writes; other readers see them once it commits,
+        in the feed one after the other in the order they were appended.
+        Another writer of a stream it appended to waits until it ends, then
+        gets the usual answer. Using it after its block, or with another store,
+        raises :class:`ValidationError`.
+        """
+
     # -- the global feed --------------------------------------------------------------
+
+    def feed_head(self) -> Position | None:
+        """The position of the last event of the global feed visible now (the
+        same visibility as :meth:`read_all`), or None when none is: subscribe or
+        read with ``after=store.feed_head()`` to start from now without reading
+        the feed. Cheap: one probe of the end of the feed's index."""
+        self.lifecycle.check_open()
+        return self._feed_head()
 
     def read_all(
         self,
@@ -354,6 +385,10 @@ class BaseEventStore(Closing, ABC):
         """The visible rows of the feed after ``after`` in feed order, filtered,
         and how far the read looked beyond them, as of the same read (the
         ``end`` of :class:`~eventstore.feed.FeedPage`)."""
+
+    @abstractmethod
+    def _feed_head(self) -> Position | None:
+        """The position of the last visible event of the feed, or None."""
 
     @abstractmethod
     def _waiter(self) -> Waiter:

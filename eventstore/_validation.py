@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from decimal import Decimal
 from typing import Any, NamedTuple
 
 from eventstore.codec import CborCodec, all_plain
@@ -106,28 +108,134 @@ def metadata_json(metadata: object, event_type: str) -> str | None:
     """The JSON text to store for ``metadata`` (None stays None), or raise.
 
     PostgreSQL's JSONB refuses NUL characters, NaN and Infinity; JSON object keys
-    must be str (``json.dumps`` would silently turn other keys into text).
+    must be str (``json.dumps`` would silently turn other keys into text); an
+    int must have a decimal form Python will write (at most
+    ``sys.get_int_max_str_digits()`` digits, 4,300 by default).
+
+    The text reads back as the same values from either store: JSONB keeps a
+    number as the decimal it was written as, and reads ``1e+16`` back as an int,
+    so a float that Python writes with a positive exponent is written out in
+    full (``10000000000000000.0``) and stays a float; -0.0 is written as 0.0,
+    since JSONB numbers have no negative zero.
     """
     if metadata is None:
         return None
     if type(metadata) is dict and _is_flat(metadata):
         # The common case, checked on the encoded text: json refuses NaN and
         # Infinity; an ASCII text holds no lone surrogate, and a NUL character
-        # would show as the escape \u0000. Anything else takes the full check.
+        # would show as the escape \\u0000. Anything else takes the full check.
         try:
             text = _encode_flat(metadata)
         except ValueError:
             pass
         else:
             if text.isascii() and "\\u0000" not in text:
-                return text
+                return _exact_json(metadata) if _may_hold_changed_float(text) else text
     if not isinstance(metadata, Mapping):
         raise ValidationError(
             f"metadata of {event_type!r} must be a mapping (a JSON object), "
             f"not {type(metadata).__name__}"
         )
     _check_json(metadata, f"metadata of {event_type!r}")
-    return _JSON.encode(metadata)
+    text = _JSON.encode(metadata)
+    return _exact_json(metadata) if _may_hold_changed_float(text) else text
+
+
+def check_stored_event(
+    stream_id: object, version: object, event_type: object, metadata_text: str | None
+) -> None:
+    """Refuse an event from outside the library (an import file) that
+    :meth:`append_events` could not have stored: the same checks of its stream
+    id, event type and metadata (given as JSON text; JSON ``null`` counts as
+    none), and a version in ``1..2**63-1``."""
+    check_identifier(stream_id, "stream_id")
+    check_int(version, "version", minimum=1)
+    event_type = check_identifier(event_type, "event_type")
+    if metadata_text is None:
+        return
+    try:
+        metadata = json.loads(metadata_text, parse_int=_parse_json_int)
+    except ValueError as exc:
+        raise ValidationError(f"{event_type!r} has metadata that is not JSON ({exc})") from None
+    metadata_json(metadata, event_type)
+
+
+def _may_hold_changed_float(text: str) -> bool:
+    """Whether JSON ``text`` from json's encoder may hold a float JSONB would not
+    give back as written: one with a positive exponent (JSONB reads ``1e+16``
+    back as the int 10000000000000000) or -0.0 (back as 0.0). A str holding
+    these characters gives a needless, harmless, slower encoding."""
+    return "e+" in text or "-0.0" in text
+
+
+def _exact_json(metadata: Mapping[str, Any]) -> str:
+    """JSON text for checked ``metadata`` whose every float JSONB gives back as
+    the same float (see :func:`metadata_json`); the rest as ``_JSON`` writes it."""
+    parts: list[str] = []
+    _write_json(metadata, parts.append)
+    return "".join(parts)
+
+
+def _write_json(value: object, write: Callable[[str], object]) -> None:
+    if isinstance(value, float):
+        write(_float_text(value))
+    elif isinstance(value, (dict, Mapping)):
+        write("{")
+        for index, (key, item) in enumerate(value.items()):
+            write(f"{',' if index else ''}{_JSON.encode(key)}:")
+            _write_json(item, write)
+        write("}")
+    elif isinstance(value, (list, tuple)):
+        write("[")
+        for index, item in enumerate(value):
+            if index:
+                write(",")
+            _write_json(item, write)
+        write("]")
+    else:
+        write(_JSON.encode(value))
+
+
+def _float_text(value: float) -> str:
+    """A finite float as a JSON number JSONB reads back as this float."""
+    if value == 0:
+        return "0.0"  # -0.0 too: JSONB numbers have no negative zero
+    text = float.__repr__(value)
+    if "e+" not in text:
+        return text
+    return f"{Decimal(text):f}.0"
+
+
+def _parse_json_int(text: str) -> object:
+    """An int of JSON text, or :data:`_UNWRITABLE_INT` when Python refuses to
+    convert that many digits (which :func:`_check_json` then refuses)."""
+    try:
+        return int(text)
+    except ValueError:
+        return _UNWRITABLE_INT
+
+
+_UNWRITABLE_INT = object()
+"""What :func:`_parse_json_int` gives for an int with too many digits."""
+
+_SURELY_WRITABLE_BITS = 2000
+"""Ints of at most this many bits have fewer than 640 decimal digits, the lowest
+limit ``sys.set_int_max_str_digits`` accepts: Python always writes them."""
+
+
+class _UnwritableIntError(ValidationError):
+    """An int with more digits than Python converts to text; the enclosing
+    object's loop names its key."""
+
+
+def _is_writable_int(value: int) -> bool:
+    if value.bit_length() <= _SURELY_WRITABLE_BITS:
+        return True
+    try:
+        int.__repr__(value)
+    except ValueError:
+        return False
+    return True
 
 
 _JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
@@ -181,8 +289,11 @@ def _check_json(value: object, where: str, depth: int = 0) -> None:
     # Concrete types first: ABC isinstance checks are slow on this hot path.
     if isinstance(value, str):
         _check_text(value, where)
-    elif value is None or isinstance(value, (bool, int)):
+    elif value is None:
         return
+    elif isinstance(value, int):
+        if not _is_writable_int(value):
+            raise _UnwritableIntError(where)
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise ValidationError(f"{where} holds {value!r}; JSON has no NaN or Infinity")
@@ -196,10 +307,19 @@ def _check_json(value: object, where: str, depth: int = 0) -> None:
                     "JSON object keys must be str"
                 )
             _check_text(key, where)
-            _check_json(item, where, depth + 1)
+            try:
+                _check_json(item, where, depth + 1)
+            except _UnwritableIntError:
+                raise ValidationError(
+                    f"{where}: {key!r} holds an int of more than "
+                    f"{sys.get_int_max_str_digits()} digits, more than Python writes as "
+                    "text (sys.get_int_max_str_digits()): store it as a str"
+                ) from None
     elif isinstance(value, (list, tuple)):
         for item in value:
             _check_json(item, where, depth + 1)
+    elif value is _UNWRITABLE_INT:
+        raise _UnwritableIntError(where)
     else:
         raise ValidationError(
             f"{where} holds a {type(value).__name__}, which JSON cannot hold; "

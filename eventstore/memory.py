@@ -2,11 +2,12 @@
 
 For users' unit tests and as the reference model of the contract. Payloads go
 through the same CBOR codec and the same checks, so what fails on PostgreSQL
-fails here too. Thread-safe. Every append is its own transaction and is visible
-at once; there are no other transactions: ``connection=`` is accepted, so code
-written for the PostgreSQL store runs unchanged, and ignored. ``close()`` (or
-the end of a ``with`` block) closes it as it closes a PostgreSQL store: later
-calls raise StoreClosedError, its subscriptions and projection runners stop.
+fails here too. Thread-safe. Every append without ``connection=`` is its own
+transaction and is visible at once. ``transaction()`` gives a unit of work (see
+:mod:`eventstore._memory_transaction`): the only ``connection=`` this store
+takes. ``close()`` (or the end of a ``with`` block) closes it as it closes a
+PostgreSQL store: later calls raise StoreClosedError, its subscriptions and
+projection runners stop.
 """
 
 from __future__ import annotations
@@ -14,15 +15,26 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from eventstore._base import BaseEventStore, StoredEventRow
-from eventstore._validation import EncodedBatch
-from eventstore.errors import ConcurrencyError, ProjectionLockedError, StoreClosedError
+from eventstore._base import DEADLOCK_DETAIL, BaseEventStore, StoredEventRow
+from eventstore._memory_transaction import (
+    DeadlockError,
+    MemoryTransaction,
+    Reservations,
+    StagedEvent,
+)
+from eventstore._validation import EncodedBatch, EncodedEvent
+from eventstore.errors import (
+    ConcurrencyError,
+    ProjectionLockedError,
+    StoreClosedError,
+    ValidationError,
+)
 from eventstore.feed import FeedPage
 from eventstore.records import ExpectedVersion, Position
 from eventstore.registry import EventRegistry
@@ -67,6 +79,7 @@ class InMemoryEventStore(BaseEventStore):
         self._snapshots: dict[str, tuple[int, bytes, datetime]] = {}
         self._checkpoints: dict[str, Position] = {}
         self._projection_locks: dict[str, threading.Lock] = {}
+        self._reservations = Reservations(self._lock)
 
     # -- streams ----------------------------------------------------------------------
 
@@ -80,42 +93,131 @@ class InMemoryEventStore(BaseEventStore):
         connection: Any,
     ) -> int:
         with self._lock:
-            stream = self._streams.get(stream_id, [])
-            head = len(stream)
+            unit = self._unit_of(connection)
+            try:
+                self._reservations.wait_until_free(stream_id, unit)
+            except DeadlockError:
+                raise ConcurrencyError(
+                    stream_id,
+                    expected_version,
+                    self._head(stream_id, unit),
+                    detail=DEADLOCK_DETAIL,
+                ) from None
+            head = self._head(stream_id, unit)
             if not lowest <= head <= highest:
                 raise ConcurrencyError(stream_id, expected_version, head)
-            self._transactions += 1
-            now = datetime.now(timezone.utc)
-            for offset, event in enumerate(batch, start=1):
-                stored = _StoredEvent(
-                    stream_id,
-                    head + offset,
-                    event.event_type,
-                    event.data,
-                    event.metadata,
-                    now,
-                    Position(self._transactions, len(self._log) + 1),
-                )
-                stream.append(stored)
-                self._log.append(stored)
-            self._streams[stream_id] = stream
-            self._appended.notify_all()
-            return len(stream)
+            if unit is not None:
+                self._reservations.hold(stream_id, unit)
+                return unit.stage(stream_id, head, batch)
+            self._write([(stream_id, event) for event in batch], datetime.now(timezone.utc))
+            return head + len(batch)
+
+    def _write(self, events: Iterable[tuple[str, EncodedEvent]], now: datetime) -> None:
+        """Store ``events`` (stream id, event) after their streams' heads, in one
+        transaction of the feed; the caller holds the lock."""
+        self._transactions += 1
+        for stream_id, event in events:
+            stream = self._streams.setdefault(stream_id, [])
+            stored = _StoredEvent(
+                stream_id,
+                len(stream) + 1,
+                event.event_type,
+                event.data,
+                event.metadata,
+                now,
+                Position(self._transactions, len(self._log) + 1),
+            )
+            stream.append(stored)
+            self._log.append(stored)
+        self._appended.notify_all()
+
+    def _head(self, stream_id: str, unit: MemoryTransaction | None) -> int:
+        """The stream's version, as seen through ``unit`` when given."""
+        committed = len(self._streams.get(stream_id, ()))
+        return committed if unit is None else unit.heads.get(stream_id, committed)
+
+    # -- units of work ----------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[MemoryTransaction]:
+        """A unit of work: pass what this yields as ``connection=`` to
+        ``append_events``, ``load_events`` and ``save_snapshot``.
+
+        Its appends and snapshots are applied together when the block ends
+        (their events contiguous in the feed, in the order they were appended),
+        or dropped when it raises; reads through it see them, other reads do
+        not. A stream it appended to is reserved until then: another thread's
+        writer of that stream waits, then gets the usual answer, as on
+        PostgreSQL. Unlike PostgreSQL, which would wait forever, a write of the
+        same thread to such a stream outside the unit of work raises
+        :class:`ValidationError`, and two units of work that would wait for each
+        other make one append raise :class:`ConcurrencyError` (a deadlock).
+        """
+        self.lifecycle.check_open()
+        unit = MemoryTransaction(self)
+        try:
+            yield unit
+        except BaseException:
+            self._end(unit, commit=False)
+            raise
+        self._end(unit, commit=True)
+
+    def _end(self, unit: MemoryTransaction, *, commit: bool) -> None:
+        with self._lock:
+            if commit:
+                now = datetime.now(timezone.utc)
+                if unit.events:
+                    self._write([(e.stream_id, e.event) for e in unit.events], now)
+                for stream_id, (version, state) in unit.snapshots.items():
+                    kept = self._snapshots.get(stream_id)
+                    if kept is None or kept[0] < version:
+                        self._snapshots[stream_id] = (version, state, now)
+            unit.open = False
+            self._reservations.release(unit)
+
+    def _unit_of(self, connection: Any) -> MemoryTransaction | None:
+        """The open unit of work of this store that ``connection`` is, or None for
+        None; raise ValidationError for anything else. Called with the lock held."""
+        if connection is None:
+            return None
+        if type(connection) is not MemoryTransaction:
+            raise ValidationError(
+                "connection must be None or the unit of work this store's "
+                f"store.transaction() yields, not {type(connection).__name__}"
+            )
+        if connection.store is not self:
+            raise ValidationError(
+                "connection is a unit of work of another store: pass the one this store's "
+                "transaction() yields"
+            )
+        if not connection.open:
+            raise ValidationError(
+                "connection is a unit of work that has ended (its with block is over): "
+                "open a new one with store.transaction()"
+            )
+        return connection
 
     def _load_rows(
         self, stream_id: str, low: int, high: int, limit: int | None, connection: Any
     ) -> list[StoredEventRow]:
         with self._lock:
+            unit = self._unit_of(connection)
             stream = self._streams.get(stream_id, [])
             stop = min(high, len(stream))
             if limit is not None:
                 stop = min(stop, low - 1 + limit)
             selected = stream[low - 1 : stop]
-        return [stored.row() for stored in selected]
+            staged = [] if unit is None else unit.staged(stream_id, low, high)
+        rows = [stored.row() for stored in selected]
+        if staged:
+            rows += [_staged_row(event) for event in staged]
+            if limit is not None:
+                del rows[limit:]
+        return rows
 
     def _stream_version(self, stream_id: str, connection: Any) -> int:
         with self._lock:
-            return len(self._streams.get(stream_id, ()))
+            return self._head(stream_id, self._unit_of(connection))
 
     # -- snapshots --------------------------------------------------------------------
 
@@ -123,11 +225,18 @@ class InMemoryEventStore(BaseEventStore):
         self, stream_id: str, version: int, state: bytes, connection: Any
     ) -> tuple[bool, int]:
         with self._lock:
-            head = len(self._streams.get(stream_id, ()))
+            unit = self._unit_of(connection)
+            head = self._head(stream_id, unit)
             kept = self._snapshots.get(stream_id)
-            if version > head or (kept is not None and kept[0] >= version):
+            kept_version = None if kept is None else kept[0]
+            if unit is not None and stream_id in unit.snapshots:
+                kept_version = unit.snapshots[stream_id][0]
+            if version > head or (kept_version is not None and kept_version >= version):
                 return False, head
-            self._snapshots[stream_id] = (version, state, datetime.now(timezone.utc))
+            if unit is not None:
+                unit.snapshots[stream_id] = (version, state)
+            else:
+                self._snapshots[stream_id] = (version, state, datetime.now(timezone.utc))
             return True, head
 
     def _load_snapshot(self, stream_id: str) -> tuple[int, bytes, datetime] | None:
@@ -163,6 +272,10 @@ class InMemoryEventStore(BaseEventStore):
             end = self._log[-1].position if self._log and len(selected) < limit else None
         return [stored.row() for stored in selected], end
 
+    def _feed_head(self) -> Position | None:
+        with self._lock:
+            return self._log[-1].position if self._log else None
+
     def _waiter(self) -> _AppendWaiter:
         return _AppendWaiter(self)
 
@@ -191,6 +304,21 @@ class InMemoryEventStore(BaseEventStore):
         self.lifecycle.check_open()
         with self._lock:
             return self._checkpoints.get(name)
+
+
+def _staged_row(staged: StagedEvent) -> StoredEventRow:
+    """A staged event as a stored row, with no feed position yet."""
+    event = staged.event
+    return (
+        staged.stream_id,
+        staged.version,
+        event.event_type,
+        event.data,
+        event.metadata,
+        staged.created_at,
+        None,
+        None,
+    )
 
 
 class _AppendWaiter:

@@ -21,7 +21,8 @@ int4 or int8 by value, and each combination of types is prepared separately.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -33,7 +34,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Connection, CursorResult, Engine
 from sqlalchemy.exc import DBAPIError
 
-from eventstore._base import BaseEventStore
+from eventstore._base import DEADLOCK_DETAIL, BaseEventStore
 from eventstore._engines import check_engine
 from eventstore._listen import NOTIFY_CHANNEL, ListenWaiter
 from eventstore._pg_projections import (
@@ -132,18 +133,22 @@ ORDER BY events.transaction_id, events.position
 LIMIT %(limit)s::bigint
 """
 
-# A filtered read also returns the feed's last visible position, from the same
-# snapshot (one statement): when its page comes up short, the reader reads on
-# from there instead of scanning the events it skips again on every read. An
-# empty page gives one row of NULL event columns; an empty feed, no row.
-_READ_ALL_TO_END = f"""
-WITH page AS ({_READ_ALL}), visible_end AS (
+# The feed's last visible position: one backward probe of idx_events_feed, past
+# the rows of transactions still running.
+_FEED_HEAD = """
     SELECT transaction_id::text::bigint AS end_transaction_id, position AS end_position
     FROM events
     WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
     ORDER BY transaction_id DESC, position DESC
     LIMIT 1
-)
+"""
+
+# A filtered read also returns the feed's last visible position, from the same
+# snapshot (one statement): when its page comes up short, the reader reads on
+# from there instead of scanning the events it skips again on every read. An
+# empty page gives one row of NULL event columns; an empty feed, no row.
+_READ_ALL_TO_END = f"""
+WITH page AS ({_READ_ALL}), visible_end AS ({_FEED_HEAD})
 SELECT page.*, visible_end.* FROM visible_end LEFT JOIN page ON true
 ORDER BY page.transaction_id, page.position
 """
@@ -195,6 +200,7 @@ _ONE_ROW_STATEMENTS = frozenset(
         _STREAM_VERSION,
         _SAVE_SNAPSHOT,
         LOAD_CHECKPOINT,
+        _FEED_HEAD,
     }
 )
 """Statements whose result is one small row. Without a caller's connection they run
@@ -345,6 +351,15 @@ class PostgresEventStore(BaseEventStore):
                 raise ConcurrencyError(
                     stream_id, expected_version, self._stream_version(stream_id, connection)
                 ) from None
+            except psycopg.errors.DeadlockDetected:
+                # Only in a caller's transaction (the savepoint is rolled back, the
+                # transaction stays usable): another one waits for a stream it holds.
+                raise ConcurrencyError(
+                    stream_id,
+                    expected_version,
+                    self._stream_version(stream_id, connection),
+                    detail=DEADLOCK_DETAIL,
+                ) from None
             if new_version is not None:
                 return int(new_version)
             if in_order or not lowest <= head <= highest:
@@ -412,6 +427,24 @@ class PostgresEventStore(BaseEventStore):
             return page, None
         return page, Position(rows[0][-2], rows[0][-1])
 
+    def _feed_head(self) -> Position | None:
+        rows = self._fetch(_FEED_HEAD, {}, None)
+        return Position(rows[0][0], rows[0][1]) if rows else None
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A connection in a transaction of its own (``engine.begin()``): it
+        commits when the block ends and rolls back when it raises; see
+        :meth:`BaseEventStore.transaction`. Your own statements may run on it
+        too, so events commit together with your rows. Failures to connect or
+        to commit raise the library's errors."""
+        self.lifecycle.check_open()
+        database = self.engine.url.database
+        with translated_errors(connecting=True, database=database):
+            connection = self.engine.connect()
+        with connection, translated_errors(database=database), connection.begin():
+            yield connection
+
     def _waiter(self) -> ListenWaiter:
         with translated_errors(connecting=True, database=self.engine.url.database):
             return ListenWaiter(self.engine)
@@ -459,7 +492,13 @@ class PostgresEventStore(BaseEventStore):
         with translated_errors(database=self.engine.url.database):
             if not isinstance(connection, Connection):
                 raise ValidationError(
-                    f"connection must be a SQLAlchemy Connection, not {type(connection).__name__}"
+                    "connection must be a SQLAlchemy Connection (store.transaction() "
+                    f"yields one), not {type(connection).__name__}"
+                )
+            if connection.closed or connection.invalidated:
+                raise ValidationError(
+                    "connection has ended (closed, or its with block is over): "
+                    "open a new one with store.transaction()"
                 )
             try:
                 if savepoint:

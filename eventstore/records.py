@@ -32,6 +32,9 @@ ANY: Final = StreamState.ANY
 NO_STREAM: Final = StreamState.NO_STREAM
 STREAM_EXISTS: Final = StreamState.STREAM_EXISTS
 
+_MAX_BIGINT = 2**63 - 1
+"""The largest value of a PostgreSQL BIGINT."""
+
 ExpectedVersion = int | StreamState
 """What ``append_events(..., expected_version=...)`` accepts."""
 
@@ -43,17 +46,36 @@ class Position:
     Ordered, hashable and picklable; ``str(position)`` gives a text form that
     :meth:`parse` reads back, for storing checkpoints anywhere. Treat it as
     opaque: positions have gaps and are not event counts.
+
+    Both fields are ints in ``0..2**63-1`` (a PostgreSQL BIGINT; an int subclass
+    is kept as a plain int); anything else raises :class:`ValidationError` here,
+    so every Position is one both stores can read after.
     """
 
     transaction_id: int
     sequence: int
+
+    def __post_init__(self) -> None:
+        for name in ("transaction_id", "sequence"):
+            value = getattr(self, name)
+            if type(value) is not int:
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ValidationError(
+                        f"a Position's {name} must be an int, not {type(value).__name__}"
+                    )
+                value = int(value)
+                object.__setattr__(self, name, value)
+            if not 0 <= value <= _MAX_BIGINT:
+                bound = "must be >= 0" if value < 0 else "must fit in a BIGINT (at most 2**63-1)"
+                raise ValidationError(f"a Position's {name} {bound}, got {value}")
 
     def __str__(self) -> str:
         return f"{self.transaction_id}-{self.sequence}"
 
     @classmethod
     def parse(cls, text: str) -> Position:
-        """The position whose ``str()`` is ``text``; ValidationError otherwise."""
+        """The position whose ``str()`` is ``text``; ValidationError otherwise
+        (also for numbers past a BIGINT)."""
         parts = text.split("-") if isinstance(text, str) else []
         if len(parts) != 2 or not all(part.isdigit() and part.isascii() for part in parts):
             raise ValidationError(f"not a feed position: {text!r} (expected '<digits>-<digits>')")
@@ -102,8 +124,8 @@ class _StoredRecordedEvent(RecordedEvent):
 
     __slots__ = ("_metadata_json", "_sequence", "_transaction_id")
     _metadata_json: str | None
-    _transaction_id: int
-    _sequence: int
+    _transaction_id: int | None
+    _sequence: int | None
 
     @property
     def metadata(self) -> dict[str, Any] | None:
@@ -124,6 +146,9 @@ class _StoredRecordedEvent(RecordedEvent):
     def position(self) -> Position | None:
         value = _get_position(self)
         if value is _UNPARSED:
+            if self._transaction_id is None:
+                _set_position(self, None)
+                return None
             value = _new(Position)
             _set_transaction_id(value, self._transaction_id)
             _set_sequence(value, self._sequence)
@@ -160,10 +185,11 @@ def recorded_event(
     data: Any,
     metadata_json: str | None,
     created_at: datetime,
-    transaction_id: int,
-    sequence: int,
+    transaction_id: int | None,
+    sequence: int | None,
 ) -> RecordedEvent:
-    """A RecordedEvent for a stored row, at ``Position(transaction_id, sequence)``,
+    """A RecordedEvent for a stored row, at ``Position(transaction_id, sequence)``
+    (no position when ``transaction_id`` is None: an event not yet in the feed),
     whose ``metadata`` is ``metadata_json`` parsed on first access.
 
     Built for the load path at a fraction of the constructors' cost: the frozen

@@ -68,6 +68,7 @@ from sqlalchemy.engine import URL, Engine
 from eventstore import migrations
 from eventstore._engines import engine_for
 from eventstore._listen import NOTIFY_CHANNEL
+from eventstore._validation import check_identifier, check_int, check_stored_event
 from eventstore.errors import SchemaError, TransferError, ValidationError
 
 __all__ = [
@@ -756,6 +757,12 @@ def _checked_event(item: list[Any], items: _ItemReader) -> tuple[Any, ...]:
             and isinstance(created_at, datetime)
             and created_at.tzinfo is not None
         ):
+            try:
+                check_stored_event(stream_id, version, event_type, meta)
+            except ValidationError as error:
+                raise items.corrupt(
+                    f"item {items.index} is an event append_events would refuse ({error})"
+                ) from None
             return stream_id, version, event_type, data, meta, created_at
     raise items.corrupt(f"item {items.index} is not a well-formed event")
 
@@ -770,6 +777,13 @@ def _checked_snapshot(item: list[Any], items: _ItemReader) -> tuple[Any, ...]:
             and isinstance(created_at, datetime)
             and created_at.tzinfo is not None
         ):
+            try:
+                check_identifier(stream_id, "stream_id")
+                check_int(version, "version", minimum=1)
+            except ValidationError as error:
+                raise items.corrupt(
+                    f"item {items.index} is a snapshot save_snapshot would refuse ({error})"
+                ) from None
             return stream_id, version, state, created_at
     raise items.corrupt(f"item {items.index} is not a well-formed snapshot")
 

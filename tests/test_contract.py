@@ -11,7 +11,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from _store_helpers import CONTRACT_STORE_KINDS, store_for
+from _store_helpers import CONTRACT_STORE_KINDS, store_for, wait_for_feed_horizon
 from sqlalchemy import select
 
 from eventstore import (
@@ -567,3 +567,76 @@ def test_stream_ids_are_stored_verbatim(store: Any, stream_id: str) -> None:
                 select(events_table.c.stream_id).distinct().order_by(events_table.c.stream_id)
             ).scalars()
             assert sorted(stored) == sorted({"order-1", "order-10", stream_id})
+
+
+# --- units of work ---------------------------------------------------------------------------
+
+
+class _InterruptedError(Exception):
+    pass
+
+
+def test_a_unit_of_work_over_two_streams_is_all_or_nothing(store: Any) -> None:
+    """A failure between two streams' appends leaves neither; success leaves both,
+    contiguous in the feed in the order they were appended."""
+    fill(store, "before", 1)
+
+    def interrupted() -> None:
+        with store.transaction() as connection:
+            store.append_events("uow-a", [noted(1)], expected_version=0, connection=connection)
+            store.save_snapshot("uow-a", 1, {"n": 1}, connection=connection)
+            raise _InterruptedError
+
+    with pytest.raises(_InterruptedError):
+        interrupted()
+
+    def conflicting() -> None:
+        with store.transaction() as connection:
+            store.append_events("uow-a", [noted(1)], expected_version=0, connection=connection)
+            store.append_events("uow-b", [noted(2)], expected_version=5, connection=connection)
+
+    with pytest.raises(ConcurrencyError):
+        conflicting()
+    assert store.load_events("uow-a") == store.load_events("uow-b") == []
+    assert store.load_snapshot("uow-a") is None
+
+    with store.transaction() as connection:
+        store.append_events(
+            "uow-a", [noted(1), noted(2)], expected_version=0, connection=connection
+        )
+        store.append_events("uow-b", [noted(3)], expected_version=NO_STREAM, connection=connection)
+        store.append_events("uow-a", [noted(4)], expected_version=2, connection=connection)
+    fill(store, "after", 1)
+
+    assert [e.data["n"] for e in store.load_events("uow-a")] == [1, 2, 4]
+    assert [e.data["n"] for e in store.load_events("uow-b")] == [3]
+    wait_for_feed_horizon(store)
+    feed = [(e.stream_id, e.version) for e in store.read_all()]
+    assert feed == [
+        ("before", 1),
+        ("uow-a", 1),
+        ("uow-a", 2),
+        ("uow-b", 1),
+        ("uow-a", 3),
+        ("after", 1),
+    ]
+
+
+# --- the feed's head -------------------------------------------------------------------------
+
+
+def test_feed_head_is_where_a_reader_from_now_starts(store: Any) -> None:
+    assert store.feed_head() is None
+    fill(store, "old", 3)
+    wait_for_feed_horizon(store)
+
+    head = store.feed_head()
+
+    assert head == store.read_all()[-1].position
+    assert store.read_all(after=head) == []
+    fill(store, "new", 1)
+    wait_for_feed_horizon(store)
+    assert [(e.stream_id, e.version) for e in store.read_all(after=head)] == [("new", 1)]
+    assert store.feed_head() == store.load_events("new")[0].position
+    with store.subscribe(after=head, poll_interval=0.05) as subscription:
+        assert next(subscription).stream_id == "new"

@@ -4,6 +4,8 @@ Every error the library raises derives from :class:`EventStoreError`::
 
     EventStoreError
      +-- ConcurrencyError       the stream was not at the expected version
+     |    +-- TransactionConflictError  a deadlock, a serialization failure or a stale
+     |                                  snapshot: retry the whole transaction
      +-- SerializationError     a payload or snapshot state cannot be encoded
      +-- DeserializationError   stored bytes cannot be decoded
      +-- SchemaError            the tables are missing or not at the expected revision
@@ -16,8 +18,6 @@ Every error the library raises derives from :class:`EventStoreError`::
      +-- TooManyConnectionsError    the server has no connection slot left
      +-- DatabaseNotFoundError      the database named in the URL does not exist
      +-- OperationTimeoutError      statement_timeout, lock_timeout or the pool's wait ran out
-     +-- TransactionConflictError   the server rolled back a transaction to end a deadlock or
-     |                              a serialization failure: retry the whole transaction
      +-- ServerError                the server failed the statement for a reason of its own
      |                              (disk full, out of memory, I/O error, internal error)
      +-- StoreClosedError           the store was closed: build a new one
@@ -177,11 +177,46 @@ def _rebuild_timeout(message: str, timeout: str) -> OperationTimeoutError:
     return OperationTimeoutError(message, timeout=timeout)
 
 
-class TransactionConflictError(EventStoreError):
-    """The server rolled back the transaction to resolve a conflict with another
-    one (SQLSTATE class 40: a deadlock, a serialization failure); nothing of it
-    was written. Retry the whole transaction (a unit of work of your own: all of
-    it, from its first read)."""
+class TransactionConflictError(ConcurrencyError):
+    """The server rolled back the transaction, or the statement, to resolve a
+    conflict with another transaction (SQLSTATE class 40: a deadlock, a
+    serialization failure), or the caller's transaction reads from a snapshot
+    older than the stream it appends to; nothing of it was written. Retry the
+    whole transaction (a unit of work of your own: all of it, from its first
+    read).
+
+    A :class:`ConcurrencyError`, so code that reloads and retries on conflicts
+    handles it. ``stream_id``, ``expected`` and ``actual`` are set when an
+    append or a snapshot save met the conflict (``actual`` is then the
+    stream's committed version, or None when it could not be read), and None
+    otherwise.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        stream_id: str | None = None,
+        expected: Any = None,
+        actual: int | None = None,
+    ) -> None:
+        EventStoreError.__init__(self, message)
+        self.stream_id = stream_id  # type: ignore[assignment]
+        self.expected = expected
+        self.actual = actual  # type: ignore[assignment]
+        self.detail = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild_transaction_conflict,
+            (str(self), self.stream_id, self.expected, self.actual),
+        )
+
+
+def _rebuild_transaction_conflict(
+    message: str, stream_id: str | None, expected: Any, actual: int | None
+) -> TransactionConflictError:
+    return TransactionConflictError(message, stream_id=stream_id, expected=expected, actual=actual)
 
 
 class ServerError(EventStoreError):

@@ -209,8 +209,13 @@ class BaseEventStore(ABC):
         """An iterator that catches up from ``after``, then follows new events.
 
         Woken by the backend when events are appended, and polling every
-        ``poll_interval`` seconds in case a wake-up is lost. Call ``stop()``
-        (from any thread) or leave its ``with`` block to end it.
+        ``poll_interval`` seconds in case a wake-up is lost. Call ``stop()`` or
+        ``close()`` (from any thread) or leave its ``with`` block to end it.
+        Needs no database connection to be created: on PostgreSQL each read
+        borrows a pooled connection, and all the store's subscriptions share
+        one listening connection outside the pool. See
+        :class:`~eventstore.feed.Subscription` for the errors it retries and
+        the ones that end it.
         """
         start = check_after(after)
         check_int(batch_size, "batch_size", minimum=1)
@@ -222,7 +227,6 @@ class BaseEventStore(ABC):
             after=start,
             batch_size=batch_size,
             poll_interval=interval,
-            retryable=self._retryable_errors,
         )
 
     def _feed_reader(self, types: list[str] | None, prefix: str | None) -> ReadPage:

@@ -28,7 +28,7 @@ from sqlalchemy.exc import DBAPIError
 from eventstore._base import BaseEventStore
 from eventstore._closing import Closing
 from eventstore._engines import check_engine
-from eventstore._listen import NOTIFY_CHANNEL, ListenWaiter
+from eventstore._listen import NOTIFY_CHANNEL, Listener, ListenWaiter
 from eventstore._pg_projections import (
     LOAD_CHECKPOINT,
     RETRYABLE_ERRORS,
@@ -224,6 +224,7 @@ class PostgresEventStore(BaseEventStore, Closing):
         super().__init__(registry)
         self.engine = check_engine(engine)
         self._owns_engine = False
+        self._listener = Listener(self.engine)
         self.notify = _check_notify(notify)
         self._append_one, self._append_many = (
             (_APPEND_ONE, _APPEND) if notify else (_APPEND_ONE_SILENT, _APPEND_SILENT)
@@ -279,6 +280,7 @@ class PostgresEventStore(BaseEventStore, Closing):
 
     def close(self) -> None:
         """Dispose the engine if this store built it; a shared engine is left open."""
+        self._listener.close()
         if self._owns_engine:
             self.engine.dispose()
 
@@ -388,7 +390,9 @@ class PostgresEventStore(BaseEventStore, Closing):
         return page, Position(rows[0][-2], rows[0][-1])
 
     def _waiter(self) -> ListenWaiter:
-        return ListenWaiter(self.engine)
+        """A waiter on the store's one listening connection (outside the pool),
+        started with the first waiter and stopped when the last is closed."""
+        return self._listener.waiter()
 
     _retryable_errors: tuple[type[BaseException], ...] = RETRYABLE_ERRORS
 

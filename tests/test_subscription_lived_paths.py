@@ -272,12 +272,16 @@ def follow_through_listener_losses(
     losses: int,
 ) -> tuple[list[list[RecordedEvent]], list[tuple[str, int]], list[int]]:
     """Four subscriptions follow waves of appends; before each wave after the first,
-    ``lose(pid)`` ends the listening connection and the test waits for a new one."""
+    ``lose(pid)`` ends the listening connection and the test waits for a new one.
+
+    Their poll interval (30 s) is past the deadline: the events written while
+    nobody listens are delivered because losing and regaining the connection
+    wakes every waiter, the others because their NOTIFY does."""
     written: list[tuple[str, int]] = []
     pids: list[int] = []
     with ExitStack() as stack:
         collectors = [
-            Collector(stack.enter_context(store.subscribe(poll_interval=0.5, batch_size=2)))
+            Collector(stack.enter_context(store.subscribe(poll_interval=30.0, batch_size=2)))
             for _ in range(4)
         ]
         for wave in range(losses + 1):

@@ -292,6 +292,8 @@ def follow_through_listener_losses(
                     "the listening connection to go",
                 )
                 written += [append_one(writer, f"s-{i % 2}") for i in range(3)]  # while lost
+                for collector in collectors:
+                    collector.wait_for(len(written))
             pids.append(listener_pid(admin, app_name))
             written += [append_one(writer, f"s-{i % 3}") for i in range(3)]
             for collector in collectors:

@@ -220,7 +220,8 @@ class Subscription(Iterator[RecordedEvent], Closing):
                     self.close()
                     raise
                 logger.warning(
-                    "subscription read failed (connection lost), retrying from %s in %s s: %s",
+                    "subscription read failed (no connection to the database), "
+                    "retrying from %s in %s s: %s",
                     self.position,
                     _RETRY_DELAY,
                     exc,

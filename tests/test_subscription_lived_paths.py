@@ -40,6 +40,8 @@ from eventstore import (
     OperationTimeoutError,
     PermissionDeniedError,
     PostgresEventStore,
+    Projection,
+    ProjectionRunner,
     RecordedEvent,
     SchemaError,
 )
@@ -516,3 +518,42 @@ def test_a_notification_wakes_every_subscription_at_once(
                     collector._arrived.wait_for(lambda c=collector: bool(c.events), 0.5)
         for collector in collectors:
             collector.stop()
+
+
+def test_projection_runners_and_subscriptions_share_the_one_listening_connection(
+    small_pool_store: PostgresEventStore,
+    writer: PostgresEventStore,
+    admin: psycopg.Connection[Any],
+    app_name: str,
+) -> None:
+    """A runner's ``run()`` waits on the same listener as the store's subscriptions:
+    one listening backend, and with a 30 s poll interval only its wake-up can
+    deliver within the deadline."""
+    handled: list[tuple[str, int]] = []
+    arrived = threading.Condition()
+
+    def handle(event: RecordedEvent, connection: Any) -> None:
+        with arrived:
+            handled.append(key(event))
+            arrived.notify_all()
+
+    runner = ProjectionRunner(
+        small_pool_store, Projection("lived-paths", handle), poll_interval=30.0
+    )
+    stop = threading.Event()
+    running = threading.Thread(target=runner.run, args=(stop,), daemon=True)
+    with ExitStack() as stack:
+        stack.callback(runner.close)
+        collector = Collector(stack.enter_context(small_pool_store.subscribe(poll_interval=30.0)))
+        running.start()
+        listener_pid(admin, app_name)
+        written = [append_one(writer, f"p-{i % 2}") for i in range(4)]
+        with arrived:
+            assert arrived.wait_for(lambda: len(handled) >= 4, DEADLINE_SECONDS)
+        assert [key(e) for e in collector.wait_for(4)] == written
+        assert len(listening_backends(admin, app_name)) == 1
+        stop.set()
+        running.join(DEADLINE_SECONDS)
+        assert not running.is_alive()
+        collector.stop()
+    assert handled == written

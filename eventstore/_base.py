@@ -316,7 +316,8 @@ class BaseEventStore(ABC):
         """A new waiter that wakes when events are appended."""
 
     _retryable_errors: tuple[type[BaseException], ...] = ()
-    """Errors a subscription retries after (a lost connection)."""
+    """Errors a running projection retries after (a lost connection); subscriptions
+    decide with :func:`eventstore.feed.connection_was_lost`."""
 
     @abstractmethod
     def _projection_session(self, name: str, lock_timeout: float | None) -> ProjectionSession:

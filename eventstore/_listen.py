@@ -131,13 +131,26 @@ class Listener:
 
     def _listen(self, stop: threading.Event) -> None:
         connection: psycopg.Connection[Any] | None = None
+        failures = 0  # connection attempts failed in a row: only the first is a WARNING
         try:
             while not stop.is_set():
                 if connection is None:
-                    connection = self._connect()
-                    if connection is None:
+                    try:
+                        connection = self._connect()
+                    except (psycopg.Error, sqlalchemy.exc.SQLAlchemyError) as exc:
+                        failures += 1
+                        logger.log(
+                            logging.WARNING if failures == 1 else logging.DEBUG,
+                            "cannot open the connection that listens for new events (%s); "
+                            "subscriptions poll meanwhile; retrying every %s s",
+                            exc,
+                            RECONNECT_DELAY,
+                        )
                         stop.wait(RECONNECT_DELAY)
                         continue
+                    if failures:
+                        logger.info("listening for new events again after %d attempts", failures)
+                        failures = 0
                     # Notifications sent while nobody listened are lost: everyone reads again.
                     self._woken(connected=True)
                 try:
@@ -163,31 +176,22 @@ class Listener:
                 if self._stop is None:
                     self._connected = False
 
-    def _connect(self) -> psycopg.Connection[Any] | None:
-        """A new connection that listens, built as the engine builds its pooled ones,
-        or None (logged) when the server cannot be reached."""
-        pool = self._engine.pool.recreate()  # same creator and connect events, empty
+    def _connect(self) -> psycopg.Connection[Any]:
+        """A new connection that listens, built as the engine builds its pooled ones
+        (the same creator and connect events) but never part of a pool."""
+        pool = self._engine.pool.recreate()
         try:
             pooled = pool.connect()
             driver: psycopg.Connection[Any] = pooled.driver_connection  # type: ignore[assignment]
             pooled.detach()  # ours alone from now on; no pool ever sees it again
-        except (psycopg.Error, sqlalchemy.exc.SQLAlchemyError) as exc:
-            logger.warning(
-                "cannot open the connection that listens for new events (%s); "
-                "subscriptions poll meanwhile, retrying in %s s",
-                exc,
-                RECONNECT_DELAY,
-            )
-            return None
         finally:
             pool.dispose()
         try:
             driver.autocommit = True
             driver.execute(f"LISTEN {NOTIFY_CHANNEL}")
-        except psycopg.Error as exc:
-            logger.warning("cannot LISTEN for new events (%s)", exc)
+        except BaseException:
             _close_quietly(driver)
-            return None
+            raise
         return driver
 
     def _forget_parent_after_fork(self) -> None:

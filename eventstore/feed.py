@@ -153,8 +153,9 @@ class Subscription(Iterator[RecordedEvent], Closing):
     nothing.
 
     A read that fails because the connection was lost (or the server cannot be
-    reached) is retried every 0.2 s, logged as a WARNING, resuming from
-    ``position``, so every event is delivered once. Any other error is raised
+    reached) is retried every 0.2 s, resuming from ``position``, so every event
+    is delivered once; the first failure of a run is logged as a WARNING, the
+    retries after it as DEBUG, and the recovery as INFO. Any other error is raised
     from ``next()`` and ends the subscription (later calls raise
     StopIteration): :class:`~eventstore.errors.OperationTimeoutError` when no
     pooled connection became free within ``pool_timeout`` (the reads borrow a
@@ -184,6 +185,7 @@ class Subscription(Iterator[RecordedEvent], Closing):
         self._buffer: deque[RecordedEvent] = deque()
         self._read_on_from: Position | None = None  # where to go once the buffer is delivered
         self._stopped = threading.Event()
+        self._failed_reads = 0  # in a row: the first is logged as a WARNING, the rest as DEBUG
         # Closes the waiter once: on close(), or when the subscription is collected.
         self._release = weakref.finalize(self, waiter.close)
 
@@ -219,15 +221,20 @@ class Subscription(Iterator[RecordedEvent], Closing):
                 if not connection_was_lost(exc):
                     self.close()
                     raise
-                logger.warning(
+                self._failed_reads += 1
+                logger.log(
+                    logging.WARNING if self._failed_reads == 1 else logging.DEBUG,
                     "subscription read failed (no connection to the database), "
-                    "retrying from %s in %s s: %s",
+                    "retrying from %s every %s s: %s",
                     self.position,
                     _RETRY_DELAY,
                     exc,
                 )
                 self._stopped.wait(_RETRY_DELAY)
                 continue
+            if self._failed_reads:
+                logger.info("subscription reading again after %d failed reads", self._failed_reads)
+                self._failed_reads = 0
             self._read_on_from = read_on_from(self.position, page)
             if page.events:
                 self._buffer.extend(page.events)

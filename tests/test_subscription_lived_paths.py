@@ -23,7 +23,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from _faults import backends, libpq_url, terminate, url_with, wait_until
+from _faults import RestartableServer, backends, libpq_url, terminate, url_with, wait_until
 from _store_helpers import STORE_KINDS
 from sqlalchemy import insert
 from test_subscriptions import (
@@ -46,6 +46,7 @@ from eventstore import (
     SchemaError,
 )
 from eventstore.erasure import ALLOW_REWRITE
+from eventstore.migrations import upgrade
 from eventstore.schema import events as events_table
 
 LEAK_ROUNDS = 50
@@ -431,15 +432,14 @@ def lost_connection() -> BaseException:
 def test_a_read_that_lost_its_connection_is_retried_with_a_warning(
     store: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="eventstore")
+    caplog.set_level(logging.DEBUG, logger="eventstore.feed")
     written = [append_one(store, "s")]
-    FailingReads(store, [lost_connection(), lost_connection()])
+    FailingReads(store, [lost_connection(), lost_connection(), lost_connection()])
     with store.subscribe(poll_interval=0.2) as subscription:
         assert key(next(subscription)) == written[0]
-    retries = [
-        r for r in caplog.records if r.levelno == logging.WARNING and "retrying" in r.message
-    ]
-    assert len(retries) == 2
+    retries = [r.levelno for r in caplog.records if "retrying" in r.message]
+    assert retries == [logging.WARNING, logging.DEBUG, logging.DEBUG]
+    assert [r.levelno for r in caplog.records if "reading again" in r.message] == [logging.INFO]
 
 
 @pytest.mark.parametrize(
@@ -557,3 +557,57 @@ def test_projection_runners_and_subscriptions_share_the_one_listening_connection
         assert not running.is_alive()
         collector.stop()
     assert handled == written
+
+
+# --- a server restart -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def restartable_server() -> Iterator[RestartableServer]:
+    server = RestartableServer()
+    try:
+        upgrade(server.url)
+        yield server
+    finally:
+        server.close()
+
+
+def test_subscriptions_outlive_a_server_restart_and_warn_once(
+    restartable_server: RestartableServer, app_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server is down long enough for several attempts to listen again: the
+    listener warns once, not per attempt; after the restart the waiters are woken
+    (their poll interval is past the deadline) and every event arrives once."""
+    caplog.set_level(logging.DEBUG, logger="eventstore._listen")
+    server = restartable_server
+    url = url_with(server.url, application_name=app_name, connect_timeout="2")
+    with (
+        PostgresEventStore.from_url(url, **SMALL_POOL) as store,
+        PostgresEventStore.from_url(server.url) as writer,
+        ExitStack() as stack,
+    ):
+        collectors = [
+            Collector(stack.enter_context(store.subscribe(poll_interval=30.0))) for _ in range(3)
+        ]
+        written = [append_one(writer, "before")]
+        for collector in collectors:
+            collector.wait_for(1)
+        writer.engine.dispose()
+        server.stop()
+        try:
+            wait_until(
+                lambda: len([r for r in caplog.records if "cannot open" in r.message]) >= 3,
+                "three attempts to listen again",
+            )
+        finally:
+            server.start()
+        written += [append_one(writer, "after") for _ in range(3)]
+        delivered = [collector.wait_for(len(written)) for collector in collectors]
+        for collector in collectors:
+            collector.stop()
+    for events in delivered:
+        assert [key(e) for e in events] == written
+    attempts = [r.levelno for r in caplog.records if "cannot open" in r.message]
+    assert attempts[0] == logging.WARNING
+    assert set(attempts[1:]) == {logging.DEBUG}
+    report("server restart", failed_listen_attempts=len(attempts), subscriptions=3)

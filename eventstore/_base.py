@@ -281,8 +281,13 @@ class BaseEventStore(Closing, ABC):
         """An iterator that catches up from ``after``, then follows new events.
 
         Woken by the backend when events are appended, and polling every
-        ``poll_interval`` seconds in case a wake-up is lost. Call ``stop()``
-        (from any thread) or leave its ``with`` block to end it.
+        ``poll_interval`` seconds in case a wake-up is lost. Call ``stop()`` or
+        ``close()`` (from any thread) or leave its ``with`` block to end it.
+        Needs no database connection to be created: on PostgreSQL each read
+        borrows a pooled connection, and all the store's subscriptions share
+        one listening connection outside the pool. See
+        :class:`~eventstore.feed.Subscription` for the errors it retries and
+        the ones that end it.
         """
         self.lifecycle.check_open()
         start = check_after(after)
@@ -295,7 +300,6 @@ class BaseEventStore(Closing, ABC):
             after=start,
             batch_size=batch_size,
             poll_interval=interval,
-            retryable=self._retryable_errors,
         )
         self.lifecycle.track(subscription)
         return subscription
@@ -395,9 +399,10 @@ class BaseEventStore(Closing, ABC):
         """A new waiter that wakes when events are appended."""
 
     _retryable_errors: tuple[type[BaseException], ...] = (StoreClosedError,)
-    """Errors a subscription or a running projection retries after (a lost
-    connection). StoreClosedError is one: the store's close() has stopped the
-    follower, so its retry ends it quietly instead of raising."""
+    """Errors a running projection retries after (a lost connection; subscriptions
+    decide with :func:`eventstore.feed.connection_was_lost`). StoreClosedError is
+    one: the store's close() has stopped the runner, so its retry ends it quietly
+    instead of raising."""
 
     @abstractmethod
     def _projection_session(self, name: str, lock_timeout: float | None) -> ProjectionSession:

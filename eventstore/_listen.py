@@ -1,7 +1,20 @@
-"""LISTEN/NOTIFY: the channel appends notify on, and the waiter that wakes subscriptions."""
+"""LISTEN/NOTIFY: the channel appends notify on, and the one listening connection
+per store that wakes its subscriptions and projection runners.
+
+A :class:`Listener` keeps a single connection, outside the store's pool, that
+listens on :data:`NOTIFY_CHANNEL`. A daemon thread blocks on it in short slices
+and counts notifications in a generation number under a condition variable;
+each :class:`ListenWaiter` remembers the generation it was armed at and wakes
+when it changes. The thread starts with the first waiter and stops (closing the
+connection) when the last one is closed or garbage-collected, or the store
+closes. No pooled connection is ever put in autocommit or left listening.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import threading
 import time
 from typing import Any
@@ -9,88 +22,220 @@ from typing import Any
 import psycopg
 import sqlalchemy.exc
 from sqlalchemy.engine import Engine
-from sqlalchemy.pool import PoolProxiedConnection
+
+logger = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "eventstore_events"
 """The channel every append notifies (in its own transaction) and subscribers listen on."""
 
-_RECONNECT_DELAY = 0.5
-"""Pause between attempts to re-establish a lost LISTEN connection."""
+RECONNECT_DELAY = 0.5
+"""Pause before each attempt to re-establish a lost listening connection."""
+
+_SLICE = 0.1
+"""Longest single block, of the listening thread on its connection and of a waiter
+on the condition, so that stop requests are seen promptly."""
 
 
-class ListenWaiter:
-    """Wakes a subscription on NOTIFY, from a pooled connection held with LISTEN.
+class Listener:
+    """A store's one listening connection, shared by every waiter of the store.
 
-    A lost connection is replaced on the next wait (and that wait returns at
-    once, since notifications may have been missed meanwhile); until then the
-    subscription polls.
+    Thread-safe. Costs nothing until the first :meth:`waiter`. The connection
+    is opened with the engine's own connection settings (URL, ``connect_args``,
+    connect events) but never taken from, nor returned to, the engine's pool, so
+    subscriptions neither use up the pool nor leave a pooled connection in
+    autocommit or listening. A lost connection is re-established after
+    :data:`RECONNECT_DELAY` seconds, again and again; every waiter is woken when
+    it is lost and again when it is back (notifications may have been missed),
+    and until then subscriptions poll.
     """
-
-    _SLICE = 0.1
-    """Longest single block, so that a stop request is seen promptly."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._pooled: PoolProxiedConnection | None = None
-        self._listen()
+        self._changed = threading.Condition()
+        self._generation = 0
+        self._waiters = 0
+        self._stop: threading.Event | None = None  # the running thread's stop request
+        self._connected = False
+        self._pid = os.getpid()
 
-    def arm(self) -> None:
-        """LISTEN queues notifications, so nothing is missed between waits."""
+    @property
+    def listening(self) -> bool:
+        """Whether a thread currently holds a connection that listens."""
+        with self._changed:
+            return self._connected
 
-    def wait(self, timeout: float, stop: threading.Event) -> None:
-        """Block until a notification, ``timeout`` seconds, or ``stop``."""
-        deadline = time.monotonic() + timeout
-        while not stop.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            if self._pooled is None:
-                if self._listen():
-                    return
-                stop.wait(min(remaining, _RECONNECT_DELAY))
-                continue
-            driver = self._driver()
-            try:
-                for _ in driver.notifies(timeout=min(remaining, self._SLICE), stop_after=1):
-                    return
-            except psycopg.OperationalError:
-                self._drop()
+    def waiter(self) -> ListenWaiter:
+        """A new waiter; starts the listening thread if none runs. Needs no pooled
+        connection and never blocks on the database."""
+        with self._changed:
+            self._forget_parent_after_fork()
+            self._waiters += 1
+            if self._stop is None:
+                self._stop = threading.Event()
+                threading.Thread(
+                    target=self._listen, args=(self._stop,), name="eventstore-listener", daemon=True
+                ).start()
+        return ListenWaiter(self)
 
     def close(self) -> None:
-        """UNLISTEN and return the connection to the pool."""
-        pooled, self._pooled = self._pooled, None
-        if pooled is None:
-            return
-        driver = pooled.driver_connection
-        try:
-            driver.execute("UNLISTEN *")  # type: ignore[union-attr]
-            driver.autocommit = False  # type: ignore[union-attr]
-        except psycopg.Error:
-            pooled.invalidate()
-        pooled.close()
+        """Stop listening now and wake every waiter; a later :meth:`waiter` starts
+        again. The thread closes its connection within a fraction of a second."""
+        with self._changed:
+            self._halt()
 
-    def _listen(self) -> bool:
+    # -- what waiters call ---------------------------------------------------------------
+
+    def generation(self) -> int:
+        with self._changed:
+            return self._generation
+
+    def wait_past(
+        self, seen: int, timeout: float, stop: threading.Event, gone: threading.Event
+    ) -> None:
+        """Return once the generation is past ``seen``, after ``timeout`` seconds,
+        or soon after ``stop`` or ``gone`` is set."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self._generation == seen and not stop.is_set() and not gone.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._changed.wait(min(remaining, _SLICE))
+
+    def release(self) -> None:
+        """One waiter fewer; the last one stops the thread."""
+        with self._changed:
+            self._waiters -= 1
+            if self._waiters <= 0:
+                self._waiters = 0
+                self._halt()
+
+    # -- the listening thread ---------------------------------------------------------------
+
+    def _halt(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+            self._stop = None
+        self._bump()
+
+    def _bump(self) -> None:
+        """Wake every waiter (the caller holds the condition)."""
+        self._generation += 1
+        self._changed.notify_all()
+
+    def _woken(self, connected: bool | None = None) -> None:
+        with self._changed:
+            if connected is not None:
+                self._connected = connected
+            self._bump()
+
+    def _listen(self, stop: threading.Event) -> None:
+        connection: psycopg.Connection[Any] | None = None
+        failures = 0  # connection attempts failed in a row: only the first is a WARNING
         try:
-            pooled = self._engine.raw_connection()
-        except (psycopg.OperationalError, sqlalchemy.exc.OperationalError):
-            return False
-        driver: psycopg.Connection[Any] = pooled.driver_connection  # type: ignore[assignment]
+            while not stop.is_set():
+                if connection is None:
+                    try:
+                        connection = self._connect()
+                    except (psycopg.Error, sqlalchemy.exc.SQLAlchemyError) as exc:
+                        failures += 1
+                        logger.log(
+                            logging.WARNING if failures == 1 else logging.DEBUG,
+                            "cannot open the connection that listens for new events (%s); "
+                            "subscriptions poll meanwhile; retrying every %s s",
+                            exc,
+                            RECONNECT_DELAY,
+                        )
+                        stop.wait(RECONNECT_DELAY)
+                        continue
+                    if failures:
+                        logger.info("listening for new events again after %d attempts", failures)
+                        failures = 0
+                    # Notifications sent while nobody listened are lost: everyone reads again.
+                    self._woken(connected=True)
+                try:
+                    for _ in connection.notifies(timeout=_SLICE):
+                        self._woken()
+                except psycopg.Error as exc:
+                    logger.warning(
+                        "the connection listening for new events was lost (%s); "
+                        "subscriptions poll until it is back, in %s s",
+                        exc,
+                        RECONNECT_DELAY,
+                    )
+                    _close_quietly(connection)
+                    connection = None
+                    self._woken(connected=False)
+                    stop.wait(RECONNECT_DELAY)
+        finally:
+            if connection is not None:
+                _close_quietly(connection)
+            with self._changed:
+                if self._stop is stop:  # ended by an unexpected error: the next waiter restarts
+                    self._stop = None
+                if self._stop is None:
+                    self._connected = False
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        """A new connection that listens, built as the engine builds its pooled ones
+        (the same creator and connect events) but never part of a pool."""
+        pool = self._engine.pool.recreate()
+        try:
+            pooled = pool.connect()
+            driver: psycopg.Connection[Any] = pooled.driver_connection  # type: ignore[assignment]
+            pooled.detach()  # ours alone from now on; no pool ever sees it again
+        finally:
+            pool.dispose()
         try:
             driver.autocommit = True
             driver.execute(f"LISTEN {NOTIFY_CHANNEL}")
-        except psycopg.Error:
-            pooled.invalidate()
-            pooled.close()
-            return False
-        self._pooled = pooled
-        return True
+        except BaseException:
+            _close_quietly(driver)
+            raise
+        return driver
 
-    def _driver(self) -> psycopg.Connection[Any]:
-        assert self._pooled is not None
-        return self._pooled.driver_connection  # type: ignore[return-value]
+    def _forget_parent_after_fork(self) -> None:
+        """In a forked child the parent's listening thread does not exist (its
+        connection, the parent's, stays untouched in the child): start afresh."""
+        if self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
+        self._stop = None
+        self._waiters = 0
+        self._connected = False
 
-    def _drop(self) -> None:
-        pooled, self._pooled = self._pooled, None
-        if pooled is not None:
-            pooled.invalidate()
-            pooled.close()
+
+class ListenWaiter:
+    """One subscription's (or projection runner's) view of its store's :class:`Listener`.
+
+    Holds no connection. :meth:`arm` before each read; :meth:`wait` returns when
+    a notification arrived after the arming, on timeout, or on stop.
+    """
+
+    def __init__(self, listener: Listener) -> None:
+        self._listener = listener
+        self._seen = listener.generation()
+        self._closed = threading.Event()
+        self._release_once = threading.Lock()
+
+    def arm(self) -> None:
+        """Remember the current generation: a notification after this ends the next wait."""
+        self._seen = self._listener.generation()
+
+    def wait(self, timeout: float, stop: threading.Event) -> None:
+        """Block until a notification since :meth:`arm`, ``timeout`` seconds, or ``stop``."""
+        self._listener.wait_past(self._seen, timeout, stop, self._closed)
+
+    def close(self) -> None:
+        """Stop counting on the listener (the last waiter stops it). Idempotent,
+        safe from any thread and from a finalizer."""
+        with self._release_once:
+            if self._closed.is_set():
+                return
+            self._closed.set()
+        self._listener.release()
+
+
+def _close_quietly(connection: psycopg.Connection[Any]) -> None:
+    with contextlib.suppress(psycopg.Error):
+        connection.close()

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple, Protocol
 
 from eventstore._closing import Closing
+from eventstore._translate import is_connection_lost
 from eventstore._validation import check_identifier, check_int, check_text
-from eventstore.errors import ValidationError
+from eventstore.errors import DatabaseUnavailableError, ValidationError
 from eventstore.records import Position, RecordedEvent
 
 logger = logging.getLogger(__name__)
@@ -25,6 +27,15 @@ logger = logging.getLogger(__name__)
 DEFAULT_POLL_INTERVAL = 1.0
 _RETRY_DELAY = 0.2
 """Delay before retrying a read that failed for lost connection."""
+
+
+def connection_was_lost(exc: BaseException) -> bool:
+    """Whether a failed read is worth retrying on a new connection: the connection
+    was lost (or the server could not be reached), as the library's
+    :class:`~eventstore.errors.DatabaseUnavailableError` or as the driver's error.
+    A timeout (the pool's included), a missing schema, a refused privilege or a
+    bug is not: retrying would not help."""
+    return isinstance(exc, DatabaseUnavailableError) or is_connection_lost(exc)
 
 
 class FeedPage(NamedTuple):
@@ -55,16 +66,25 @@ def read_on_from(after: Position | None, page: FeedPage) -> Position | None:
 
 
 class Waiter(Protocol):
-    """Blocks a subscription until the feed may have grown."""
+    """Blocks a subscription until the feed may have grown.
+
+    A waiter holds no database connection of its own: backends share one means
+    of being woken (one listening connection per store on PostgreSQL) among all
+    their waiters. A waiter must not refer to the subscription that uses it, so
+    that a subscription dropped without ``close()`` can be collected and its
+    waiter closed by a finalizer.
+    """
 
     def arm(self) -> None:
         """Called before each read: a change after this must end the next wait."""
 
     def wait(self, timeout: float, stop: threading.Event) -> None:
-        """Return when woken, after ``timeout`` seconds, or soon after ``stop`` is set."""
+        """Return when woken, after ``timeout`` seconds, or soon after ``stop`` is set
+        (or the waiter is closed)."""
 
     def close(self) -> None:
-        """Release whatever the waiter holds (a connection)."""
+        """Release the waiter's share of what wakes it; idempotent, safe from any
+        thread and from a finalizer."""
 
 
 def check_feed_filter(
@@ -125,13 +145,27 @@ def page_through(
 class Subscription(Iterator[RecordedEvent], Closing):
     """An endless iterator over the feed: catch-up, then live events.
 
-    Iteration ends (StopIteration) soon after :meth:`stop` is called from any
-    thread. ``position`` is how far the subscription has read: the position of
-    the last event delivered (or the starting checkpoint), or further once it
-    has caught up past events its filter skips, so a filtered subscription does
-    not read them again. Resuming from ``position`` misses nothing. A read that
-    fails because the connection was lost is retried, resuming from
-    ``position``, so every event is delivered once.
+    Iteration ends (StopIteration) soon after :meth:`stop` or :meth:`close` is
+    called from any thread. ``position`` is how far the subscription has read:
+    the position of the last event delivered (or the starting checkpoint), or
+    further once it has caught up past events its filter skips, so a filtered
+    subscription does not read them again. Resuming from ``position`` misses
+    nothing.
+
+    A read that fails because the connection was lost (or the server cannot be
+    reached) is retried every 0.2 s, resuming from ``position``, so every event
+    is delivered once; the first failure of a run is logged as a WARNING, the
+    retries after it as DEBUG, and the recovery as INFO. Any other error is raised
+    from ``next()`` and ends the subscription (later calls raise
+    StopIteration): :class:`~eventstore.errors.OperationTimeoutError` when no
+    pooled connection became free within ``pool_timeout`` (the reads borrow a
+    pooled connection for each read only), :class:`~eventstore.errors.SchemaError`
+    on a database without the tables, and so on; subscribe again from
+    ``position`` once the cause is fixed.
+
+    A subscription holds no pooled connection. One that is dropped without
+    ``close()`` (a ``break`` out of a ``for`` loop, an exception) releases its
+    share of the store's listening connection when it is garbage-collected.
     """
 
     def __init__(
@@ -142,29 +176,29 @@ class Subscription(Iterator[RecordedEvent], Closing):
         after: Position | None,
         batch_size: int,
         poll_interval: float,
-        retryable: tuple[type[BaseException], ...],
     ) -> None:
         self.position = after
         self._read_page = read_page
         self._waiter = waiter
         self._batch_size = check_int(batch_size, "batch_size", minimum=1)
         self._poll_interval = check_poll_interval(poll_interval)
-        self._retryable = retryable
         self._buffer: deque[RecordedEvent] = deque()
         self._read_on_from: Position | None = None  # where to go once the buffer is delivered
         self._stopped = threading.Event()
-        self._closed = False
+        self._failed_reads = 0  # in a row: the first is logged as a WARNING, the rest as DEBUG
+        # Closes the waiter once: on close(), or when the subscription is collected.
+        self._release = weakref.finalize(self, waiter.close)
 
     def stop(self) -> None:
         """Make iteration end soon; safe to call from any thread."""
         self._stopped.set()
 
     def close(self) -> None:
-        """Stop and release the subscription's resources."""
+        """Stop and release the subscription's share of the store's listening
+        connection; idempotent and safe from any thread, also while another
+        thread iterates (its ``next()`` then ends with StopIteration)."""
         self._stopped.set()
-        if not self._closed:
-            self._closed = True
-            self._waiter.close()
+        self._release()
 
     def __iter__(self) -> Subscription:
         return self
@@ -183,10 +217,27 @@ class Subscription(Iterator[RecordedEvent], Closing):
             self._waiter.arm()
             try:
                 page = self._read_page(self.position, self._batch_size)
-            except self._retryable as exc:
-                logger.warning("feed read failed, retrying from %s: %s", self.position, exc)
+            except Exception as exc:
+                if self._stopped.is_set():  # stopped meanwhile (the store's close() does)
+                    self.close()
+                    raise StopIteration from None
+                if not connection_was_lost(exc):
+                    self.close()
+                    raise
+                self._failed_reads += 1
+                logger.log(
+                    logging.WARNING if self._failed_reads == 1 else logging.DEBUG,
+                    "subscription read failed (no connection to the database), "
+                    "retrying from %s every %s s: %s",
+                    self.position,
+                    _RETRY_DELAY,
+                    exc,
+                )
                 self._stopped.wait(_RETRY_DELAY)
                 continue
+            if self._failed_reads:
+                logger.info("subscription reading again after %d failed reads", self._failed_reads)
+                self._failed_reads = 0
             self._read_on_from = read_on_from(self.position, page)
             if page.events:
                 self._buffer.extend(page.events)

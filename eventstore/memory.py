@@ -322,13 +322,20 @@ def _staged_row(staged: StagedEvent) -> StoredEventRow:
 
 
 class _AppendWaiter:
-    """Wakes a subscription when the store's log grows."""
+    """Wakes a subscription when the store's log grows.
+
+    Holds nothing but a reference to the store (never to its subscription), so
+    any number of subscriptions are fine and one dropped without ``close()`` is
+    simply collected. After :meth:`close`, :meth:`wait` returns at once.
+    """
 
     _SLICE = 0.1
+    """Longest single block, so that a stop request is seen promptly."""
 
     def __init__(self, store: InMemoryEventStore) -> None:
         self._store = store
         self._seen = -1
+        self._closed = threading.Event()
 
     def arm(self) -> None:
         with self._store._lock:
@@ -338,14 +345,17 @@ class _AppendWaiter:
         store = self._store
         deadline = time.monotonic() + timeout
         with store._appended:
-            while not stop.is_set() and len(store._log) == self._seen:
+            while len(store._log) == self._seen:
+                if stop.is_set() or self._closed.is_set():
+                    return
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return
                 store._appended.wait(min(remaining, self._SLICE))
 
     def close(self) -> None:
-        """Nothing to release."""
+        """Nothing to release; ends a wait in progress."""
+        self._closed.set()
 
 
 class _MemoryProjectionSession:

@@ -36,7 +36,7 @@ from sqlalchemy.exc import DBAPIError
 
 from eventstore._base import DEADLOCK_DETAIL, BaseEventStore
 from eventstore._engines import check_engine
-from eventstore._listen import NOTIFY_CHANNEL, ListenWaiter
+from eventstore._listen import NOTIFY_CHANNEL, Listener, ListenWaiter
 from eventstore._pg_projections import (
     LOAD_CHECKPOINT,
     RETRYABLE_ERRORS,
@@ -255,6 +255,7 @@ class PostgresEventStore(BaseEventStore):
         super().__init__(registry)
         self.engine = check_engine(engine)
         self._owns_engine = False
+        self._listener = Listener(self.engine)
         self.notify = _check_notify(notify)
         self._append_one, self._append_many = (
             (_APPEND_ONE, _APPEND) if notify else (_APPEND_ONE_SILENT, _APPEND_SILENT)
@@ -310,6 +311,7 @@ class PostgresEventStore(BaseEventStore):
 
     def _release(self) -> None:
         """Dispose the engine if this store built it; a shared engine is left open."""
+        self._listener.close()
         if self._owns_engine:
             self.engine.dispose()
 
@@ -446,8 +448,9 @@ class PostgresEventStore(BaseEventStore):
             yield connection
 
     def _waiter(self) -> ListenWaiter:
-        with translated_errors(connecting=True, database=self.engine.url.database):
-            return ListenWaiter(self.engine)
+        """A waiter on the store's one listening connection (outside the pool),
+        started with the first waiter and stopped when the last is closed."""
+        return self._listener.waiter()
 
     _retryable_errors: tuple[type[BaseException], ...] = (*RETRYABLE_ERRORS, StoreClosedError)
 

@@ -226,11 +226,12 @@ def exhausted_store(
             held.close()
 
 
-def test_an_exhausted_pool_raises_operation_timeout_on_subscribe(
+def test_an_exhausted_pool_raises_operation_timeout_from_a_subscriptions_read(
     exhausted_store: PostgresEventStore,
 ) -> None:
-    with pytest.raises(OperationTimeoutError) as raised:
-        exhausted_store.subscribe()
+    subscription = exhausted_store.subscribe()  # needs no pooled connection
+    with subscription, pytest.raises(OperationTimeoutError) as raised:
+        next(subscription)
     assert raised.value.timeout == "pool_timeout"
 
 

@@ -357,7 +357,11 @@ class PostgresEventStore(BaseEventStore, Closing):
         self, stream_id: str, version: int, state: bytes, connection: Connection | None
     ) -> tuple[bool, int]:
         params = {"stream_id": stream_id, "version": Int8(version), "state": state}
-        written, head = self._fetch(_SAVE_SNAPSHOT, params, connection)[0]
+        # Inside the caller's transaction, in a savepoint: a failed save (a snapshot
+        # is a cache) leaves that transaction usable. (Without one, no savepoint:
+        # ``_fetch`` would take the statement for an append.)
+        in_savepoint = connection is not None
+        written, head = self._fetch(_SAVE_SNAPSHOT, params, connection, savepoint=in_savepoint)[0]
         return bool(written), int(head)
 
     def _load_snapshot(self, stream_id: str) -> tuple[int, bytes, datetime] | None:

@@ -22,8 +22,10 @@ from eventstore import (
     ANY,
     ConcurrencyError,
     NewEvent,
+    OperationTimeoutError,
     PostgresEventStore,
     ValidationError,
+    erasure,
 )
 from eventstore.erasure import erase_stream
 
@@ -222,3 +224,41 @@ def wait_for_lock_waiter(store: PostgresEventStore, *, exclude: int) -> None:
             watcher.rollback()
             threading.Event().wait(0.01)
     raise AssertionError("the erase never waited for a lock")
+
+
+def test_an_erase_behind_a_long_transaction_lets_writers_through_and_then_gives_up(
+    event_store: PostgresEventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A unit of work that appended and stays open keeps the erase from its lock.
+    Writers that arrive meanwhile wait behind the erase only until its attempt
+    gives up (``LOCK_TIMEOUT``); after the last attempt the erase raises
+    OperationTimeoutError, naming the way to find the blocker, and deletes nothing."""
+    monkeypatch.setattr(erasure, "ATTEMPTS", 2)
+    store = event_store
+    store.append_events("person", one("seed") * 2, expected_version=0)
+    finished: list[str] = []
+    outcome: dict[str, Any] = {}
+    with store.engine.connect() as blocker, blocker.begin():
+        store.append_events("other", one("open"), expected_version=0, connection=blocker)
+        blocker_pid = blocker.execute(text("SELECT pg_backend_pid()")).scalar_one()
+
+        def erase() -> None:
+            try:
+                erase_stream(store.engine, "person")
+            except Exception as exc:
+                outcome["erase"] = exc
+            finished.append("erase")
+
+        eraser = threading.Thread(target=erase)
+        eraser.start()
+        wait_for_lock_waiter(store, exclude=blocker_pid)
+        store.append_events("third", one("meanwhile"), expected_version=0)  # waits <= 1 s
+        finished.append("append")
+        eraser.join(THREAD_DEADLINE_SECONDS)
+    assert finished == ["append", "erase"]
+    error = outcome["erase"]
+    assert isinstance(error, OperationTimeoutError)
+    assert error.timeout == "lock_timeout"
+    assert "nothing was deleted" in str(error)
+    assert "pg_stat_activity" in str(error)
+    assert [event.version for event in store.load_events("person")] == [1, 2]

@@ -159,7 +159,7 @@ _STREAM_VERSION = "SELECT coalesce(max(version), 0) FROM events WHERE stream_id 
 
 _SAVE_SNAPSHOT_TEMPLATE = """
 WITH head AS (
-    SELECT coalesce(max(version), 0) AS version FROM ({last}) AS last
+    {head}
 ), saved AS (
     INSERT INTO snapshots (stream_id, version, state_data)
     SELECT %(stream_id)s, %(version)s::bigint, %(state)s::bytea FROM head
@@ -174,15 +174,15 @@ WITH head AS (
 SELECT (SELECT count(*) FROM saved), (SELECT version FROM head)
 """
 _SAVE_SNAPSHOT = _SAVE_SNAPSHOT_TEMPLATE.format(
-    last="SELECT max(version) AS version FROM events WHERE stream_id = %(stream_id)s"
+    head="SELECT coalesce(max(version), 0) AS version FROM events WHERE stream_id = %(stream_id)s"
 )
 
 # Inside the caller's transaction the head row is locked, as for appends: a
 # snapshot is never written for a head an erase removed after the transaction's
 # snapshot was taken (a serialization failure instead).
 _SAVE_SNAPSHOT_IN_TRANSACTION = _SAVE_SNAPSHOT_TEMPLATE.format(
-    last="SELECT version FROM events WHERE stream_id = %(stream_id)s "
-    "ORDER BY version DESC LIMIT 1 FOR KEY SHARE"
+    head="SELECT coalesce((SELECT version FROM events WHERE stream_id = %(stream_id)s\n"
+    "                          ORDER BY version DESC LIMIT 1 FOR KEY SHARE), 0) AS version"
 )
 
 # Where a conflict inside the caller's transaction is read: the head it sees,

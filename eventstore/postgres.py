@@ -3,8 +3,8 @@
 Without ``connection=``, each call is one prepared statement in autocommit on a
 pooled connection: an append checks the expected version and inserts the whole
 batch in a single round trip. With ``connection=``, statements run inside the
-caller's transaction (an append inside a savepoint, so a conflict leaves that
-transaction usable) and the store neither begins nor commits.
+caller's transaction (an append or a snapshot save inside a savepoint, so a
+conflict leaves that transaction usable) and the store neither begins nor commits.
 
 Version parameters are always sent as ``Int8``: psycopg otherwise picks int2,
 int4 or int8 by value, and each combination of types is prepared separately.
@@ -452,6 +452,10 @@ class PostgresEventStore(BaseEventStore, Closing):
     def _save_snapshot(
         self, stream_id: str, version: int, state: bytes, connection: Connection | None
     ) -> tuple[bool, int]:
+        """See :meth:`BaseEventStore._save_snapshot`. Inside the caller's
+        transaction: in a savepoint (a failure leaves the transaction usable),
+        the head row locked, and a serialization failure or deadlock raised as
+        the ConcurrencyError an append would raise (``expected`` is ``version``)."""
         params = {"stream_id": stream_id, "version": Int8(version), "state": state}
         # Inside the caller's transaction, in a savepoint: a failed save (a snapshot
         # is a cache) leaves that transaction usable. (Without one, no savepoint:

@@ -82,9 +82,9 @@ class Repository(Generic[State]):
         returned it). With ``ANY`` or ``STREAM_EXISTS`` the stream may have moved
         on, so ``state`` is not used: the current state is loaded (snapshot plus
         the events after it, through ``connection`` when given) and the events
-        are appended at exactly that version, reloading and folding again after a
-        racing writer got in first; ``evolve`` may then see an event more than
-        once, so it must not have side effects.
+        are appended at exactly that version, reloading after a racing writer
+        got in first; ``evolve`` may then see an event more than once, so it
+        must not have side effects outside the state.
 
         A snapshot is saved when the new version crosses a multiple of
         ``snapshot_every``. Its state is encoded before anything is appended, so
@@ -111,12 +111,11 @@ class Repository(Generic[State]):
             try:
                 return self._append_at(stream_id, events, state, base, connection)
             except ConcurrencyError as conflict:
-                # A racing writer got in first: fold its events and try again on top
-                # of them. Nothing new to fold means waiting cannot help (the
-                # caller's transaction must be retried whole): say so.
-                state, moved_to = self._fold(
-                    state, base, self._events_after(stream_id, base, connection)
-                )
+                # A racing writer got in first: reload (evolve may have changed the
+                # loaded state in place) and try again on top of its events. A
+                # stream that did not move means waiting cannot help (the caller's
+                # transaction must be retried whole): say so.
+                state, moved_to = self._current(stream_id, expected_version, connection)
                 if moved_to == base or attempt == _RELOADS - 1:
                     raise ConcurrencyError(
                         stream_id, expected_version, conflict.actual, detail=conflict.detail

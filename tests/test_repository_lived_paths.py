@@ -269,3 +269,34 @@ def test_a_failing_snapshot_inside_the_callers_transaction_leaves_it_usable(
     assert event_store.load_snapshot("unit") is None
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
     assert repository.load("unit") == (("a", "b", "c"), 3)
+
+
+def test_any_after_losing_a_race_reloads_even_with_an_evolve_that_mutates_in_place(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A racing writer gets in between the Repository's load and its append:
+    the append is retried on a fresh load, so an ``evolve`` that changed the
+    loaded state in place does not leak the first attempt into the result."""
+
+    def evolve_in_place(state: dict[str, list[str]], event: Any) -> dict[str, list[str]]:
+        state["labels"].append(event.data["label"])
+        return state
+
+    repository = Repository(store, lambda: {"labels": []}, evolve_in_place, snapshot_every=2)
+    store.append_events("mutating", [labelled("a")], expected_version=0)
+    real_append = store.append_events
+    raced: list[bool] = []
+
+    def append_after_a_racer(stream_id: str, events: Any, **kwargs: Any) -> int:
+        if not raced:
+            raced.append(True)
+            real_append(stream_id, [labelled("racer")], expected_version=ANY)
+        return real_append(stream_id, events, **kwargs)
+
+    monkeypatch.setattr(store, "append_events", append_after_a_racer)
+    state, version = repository.append(
+        "mutating", [labelled("mine")], state={"labels": []}, expected_version=ANY
+    )
+    assert (state, version) == ({"labels": ["a", "racer", "mine"]}, 3)
+    monkeypatch.undo()
+    assert repository.load("mutating") == ({"labels": ["a", "racer", "mine"]}, 3)

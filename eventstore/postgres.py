@@ -3,8 +3,8 @@
 Without ``connection=``, each call is one prepared statement in autocommit on a
 pooled connection: an append checks the expected version and inserts the whole
 batch in a single round trip. With ``connection=``, statements run inside the
-caller's transaction (an append inside a savepoint, so a conflict leaves that
-transaction usable) and the store neither begins nor commits.
+caller's transaction (an append or a snapshot save inside a savepoint, so a
+conflict leaves that transaction usable) and the store neither begins nor commits.
 
 A pooled connection that turns out dead (a server restart, a terminated backend,
 a session the server ended for ``idle_session_timeout``) is dropped from the
@@ -64,15 +64,24 @@ _NOTIFY_IF_INSERTED = (
 # the last row keeps that true by induction. An append in autocommit always
 # passes (its id is drawn after the head's writer committed); a caller's
 # transaction that began writing before the head's writer cannot append here.
-_HEAD = """head AS (
+_HEAD_TEMPLATE = """head AS (
     SELECT coalesce(last.version, 0) AS version,
            coalesce(last.transaction_id <= pg_current_xact_id(), true) AS in_order
     FROM (SELECT 1) AS one
     LEFT JOIN LATERAL (
         SELECT version, transaction_id FROM events WHERE stream_id = %(stream_id)s
-        ORDER BY version DESC LIMIT 1
+        ORDER BY version DESC LIMIT 1{lock}
     ) AS last ON true
 )"""
+_HEAD = _HEAD_TEMPLATE.format(lock="")
+
+# Inside the caller's transaction the head row is locked (FOR KEY SHARE): at
+# REPEATABLE READ or SERIALIZABLE the transaction's snapshot may predate an erase
+# of the stream (which waits for the statement's table lock, then deletes), and
+# locking a row another transaction deleted fails with a serialization failure
+# instead of appending after a head that is gone. Autocommit appends need no row
+# lock: each statement's snapshot is taken after its table lock.
+_HEAD_LOCKED = _HEAD_TEMPLATE.format(lock=" FOR KEY SHARE")
 
 # Arrays go in binary (%b): text arrays would quote and escape every element in
 # Python, which costs more than the whole server-side insert of a small event.
@@ -110,6 +119,12 @@ FROM head
 # The same appends without the NOTIFY, for stores built with notify=False.
 _APPEND_SILENT = _APPEND.replace(_NOTIFY_IF_INSERTED, "NULL")
 _APPEND_ONE_SILENT = _APPEND_ONE.replace(_NOTIFY_IF_INSERTED, "NULL")
+
+# The four appends as run inside the caller's transaction: the head row locked.
+_IN_TRANSACTION = {
+    statement: statement.replace(_HEAD, _HEAD_LOCKED)
+    for statement in (_APPEND, _APPEND_ONE, _APPEND_SILENT, _APPEND_ONE_SILENT)
+}
 
 _EVENT_COLUMNS = """stream_id, version, event_type, event_data, metadata::text, created_at,
        transaction_id::text::bigint, position"""
@@ -155,9 +170,9 @@ ORDER BY page.transaction_id, page.position
 
 _STREAM_VERSION = "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = %(stream_id)s"
 
-_SAVE_SNAPSHOT = """
+_SAVE_SNAPSHOT_TEMPLATE = """
 WITH head AS (
-    SELECT coalesce(max(version), 0) AS version FROM events WHERE stream_id = %(stream_id)s
+    {head}
 ), saved AS (
     INSERT INTO snapshots (stream_id, version, state_data)
     SELECT %(stream_id)s, %(version)s::bigint, %(state)s::bytea FROM head
@@ -171,6 +186,44 @@ WITH head AS (
 )
 SELECT (SELECT count(*) FROM saved), (SELECT version FROM head)
 """
+_SAVE_SNAPSHOT = _SAVE_SNAPSHOT_TEMPLATE.format(
+    head="SELECT coalesce(max(version), 0) AS version FROM events WHERE stream_id = %(stream_id)s"
+)
+
+# Inside the caller's transaction the head row is locked, as for appends: a
+# snapshot is never written for a head an erase removed after the transaction's
+# snapshot was taken (a serialization failure instead).
+_SAVE_SNAPSHOT_IN_TRANSACTION = _SAVE_SNAPSHOT_TEMPLATE.format(
+    head="SELECT coalesce((SELECT version FROM events WHERE stream_id = %(stream_id)s\n"
+    "                          ORDER BY version DESC LIMIT 1 FOR KEY SHARE), 0) AS version"
+)
+
+# Where a conflict inside the caller's transaction is read: the head it sees,
+# and whether its snapshot is the transaction's (so possibly older than the head).
+_HEAD_IN_TRANSACTION = """
+SELECT coalesce(max(version), 0), current_setting('transaction_isolation')
+FROM events WHERE stream_id = %(stream_id)s
+"""
+
+_ROLLED_BACK = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
+"""What PostgreSQL fails a statement with to keep transactions serializable or to
+end a deadlock (SQLSTATE 40001, 40P01); the statement wrote nothing."""
+
+_SNAPSHOT_ISOLATION = frozenset({"repeatable read", "serializable"})
+
+STALE_SNAPSHOT = (
+    "your transaction's snapshot is older than the stream's head (another transaction "
+    "appended to the stream, or erased it, after yours took its snapshot at REPEATABLE READ "
+    "or SERIALIZABLE); retrying inside it cannot help: roll back and retry the whole transaction"
+)
+"""The ``detail`` of a ConcurrencyError caused by the caller's transaction's old snapshot."""
+
+DEADLOCK = (
+    "your transaction deadlocked with another one (each waited for rows the other had "
+    "written) and PostgreSQL failed this statement to end it: roll back and retry the whole "
+    "transaction"
+)
+"""The ``detail`` of a ConcurrencyError raised for a deadlock inside the caller's transaction."""
 
 _LOAD_SNAPSHOT = (
     "SELECT version, state_data, created_at FROM snapshots WHERE stream_id = %(stream_id)s"
@@ -329,6 +382,12 @@ class PostgresEventStore(BaseEventStore):
         highest: int,
         connection: Connection | None,
     ) -> int:
+        """See :meth:`BaseEventStore._append`. Inside the caller's transaction a
+        conflict leaves that transaction usable (the append's savepoint is rolled
+        back); a deadlock, or a snapshot older than the stream's head (REPEATABLE
+        READ, SERIALIZABLE), is a ConcurrencyError whose ``detail`` says to roll
+        back and retry the whole transaction, and whose ``actual`` is the
+        stream's committed version."""
         params: dict[str, Any] = {
             "stream_id": stream_id,
             "lowest": Int8(lowest),
@@ -340,6 +399,8 @@ class PostgresEventStore(BaseEventStore):
         else:
             statement = self._append_many
             params.update(types=batch.event_types, data=batch.data, metadata=batch.metadata)
+        if connection is not None:
+            statement = _IN_TRANSACTION[statement]
         for _ in range(_ANY_RETRIES):
             try:
                 new_version, head, in_order, _ = self._fetch(
@@ -347,11 +408,19 @@ class PostgresEventStore(BaseEventStore):
                 )[0]
             except psycopg.errors.UniqueViolation:
                 # A racing writer committed the same versions first; our statement
-                # wrote nothing. With ANY, try again on top of the new head.
-                if expected_version is StreamState.ANY:
+                # wrote nothing. With ANY, try again on top of the new head (unless
+                # the transaction's snapshot cannot see it: then that cannot help).
+                conflict = self._conflict(stream_id, expected_version, connection)
+                if expected_version is StreamState.ANY and conflict.detail is None:
                     continue
-                raise ConcurrencyError(
-                    stream_id, expected_version, self._stream_version(stream_id, connection)
+                raise conflict from None
+            except _ROLLED_BACK as failure:
+                # A serialization failure or a deadlock wrote nothing. In autocommit
+                # the statement is its own transaction: simply run it again.
+                if connection is None:
+                    continue
+                raise self._conflict(
+                    stream_id, expected_version, connection, detail=_rollback_detail(failure)
                 ) from None
             except psycopg.errors.DeadlockDetected:
                 # Only in a caller's transaction (the savepoint is rolled back, the
@@ -365,7 +434,9 @@ class PostgresEventStore(BaseEventStore):
             if new_version is not None:
                 return int(new_version)
             if in_order or not lowest <= head <= highest:
-                raise ConcurrencyError(stream_id, expected_version, head)
+                if connection is None:
+                    raise ConcurrencyError(stream_id, expected_version, head)
+                raise self._conflict(stream_id, expected_version, connection)
             if connection is None:
                 continue  # a new autocommit transaction draws a newer id
             raise ConcurrencyError(
@@ -377,9 +448,34 @@ class PostgresEventStore(BaseEventStore):
                     "began writing; roll back and retry the whole transaction"
                 ),
             )
-        raise ConcurrencyError(
-            stream_id, expected_version, self._stream_version(stream_id, connection)
-        )
+        raise self._conflict(stream_id, expected_version, connection)
+
+    def _conflict(
+        self,
+        stream_id: str,
+        expected: Any,
+        connection: Connection | None,
+        *,
+        detail: str | None = None,
+    ) -> ConcurrencyError:
+        """The ConcurrencyError for a conflict just met, with the stream's version.
+
+        Inside the caller's transaction at REPEATABLE READ or SERIALIZABLE, the
+        version the transaction sees may be older than the stream's: then
+        ``actual`` is the committed version (read outside the transaction) and
+        ``detail`` says the snapshot is stale, unless a ``detail`` is given.
+        """
+        if connection is None:
+            return ConcurrencyError(
+                stream_id, expected, self._stream_version(stream_id, None), detail=detail
+            )
+        seen, isolation = self._fetch(_HEAD_IN_TRANSACTION, {"stream_id": stream_id}, connection)[0]
+        if isolation not in _SNAPSHOT_ISOLATION:
+            return ConcurrencyError(stream_id, expected, int(seen), detail=detail)
+        committed = self._stream_version(stream_id, None)
+        if detail is None and committed > seen:
+            detail = STALE_SNAPSHOT
+        return ConcurrencyError(stream_id, expected, max(committed, int(seen)), detail=detail)
 
     def _load_rows(
         self, stream_id: str, low: int, high: int, limit: int | None, connection: Connection | None
@@ -398,8 +494,25 @@ class PostgresEventStore(BaseEventStore):
     def _save_snapshot(
         self, stream_id: str, version: int, state: bytes, connection: Connection | None
     ) -> tuple[bool, int]:
+        """See :meth:`BaseEventStore._save_snapshot`. Inside the caller's
+        transaction: in a savepoint (a failure leaves the transaction usable),
+        the head row locked, and a serialization failure or deadlock raised as
+        the ConcurrencyError an append would raise (``expected`` is ``version``)."""
         params = {"stream_id": stream_id, "version": Int8(version), "state": state}
-        written, head = self._fetch(_SAVE_SNAPSHOT, params, connection)[0]
+        # Inside the caller's transaction, in a savepoint: a failed save (a snapshot
+        # is a cache) leaves that transaction usable. (Without one, no savepoint:
+        # ``_fetch`` would take the statement for an append.)
+        if connection is None:
+            written, head = self._fetch(_SAVE_SNAPSHOT, params, None)[0]
+            return bool(written), int(head)
+        try:
+            written, head = self._fetch(
+                _SAVE_SNAPSHOT_IN_TRANSACTION, params, connection, savepoint=True
+            )[0]
+        except _ROLLED_BACK as failure:
+            raise self._conflict(
+                stream_id, version, connection, detail=_rollback_detail(failure)
+            ) from None
         return bool(written), int(head)
 
     def _load_snapshot(self, stream_id: str) -> tuple[int, bytes, datetime] | None:
@@ -574,6 +687,13 @@ class PostgresEventStore(BaseEventStore):
                 driver.autocommit = False
             pooled.close()
         return self._fetch_autocommit(sql, params, append_to, retry=False)
+
+
+def _rollback_detail(failure: psycopg.Error) -> str:
+    """What to tell the caller whose transaction PostgreSQL failed with ``failure``."""
+    if isinstance(failure, psycopg.errors.DeadlockDetected):
+        return DEADLOCK
+    return STALE_SNAPSHOT
 
 
 def _milliseconds(seconds: object, name: str) -> int:

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
-from eventstore._validation import check_int
-from eventstore.records import ExpectedVersion, NewEvent, RecordedEvent
+from eventstore._validation import check_int, expected_bounds
+from eventstore.errors import ConcurrencyError, DatabaseUnavailableError
+from eventstore.records import ExpectedVersion, NewEvent, RecordedEvent, StreamState
 from eventstore.store import EventStore
 
 State = TypeVar("State")
+
+logger = logging.getLogger(__name__)
+
+_RELOADS = 100
+"""How often an ``ANY`` or ``STREAM_EXISTS`` append reloads after losing a race."""
 
 
 class Repository(Generic[State]):
@@ -23,7 +30,8 @@ class Repository(Generic[State]):
     and ``.metadata``). ``initial`` is the state of a stream with no events: a
     value (deep-copied for every load) or a zero-argument callable.
     A snapshot is saved whenever an append crosses a multiple of
-    ``snapshot_every``.
+    ``snapshot_every``; :meth:`load` always returns what a full replay of the
+    events would give (see :meth:`append` for how a failed snapshot is handled).
     """
 
     def __init__(
@@ -53,10 +61,9 @@ class Repository(Generic[State]):
             state, version = self.initial_state(), 0
         else:
             state, version = snapshot.state, snapshot.version
-        for event in self.store.iter_events(stream_id, from_version=version + 1):
-            state = self._evolve(state, self._as_evolved(event))
-            version = event.version
-        return state, version
+        return self._fold(
+            state, version, self.store.iter_events(stream_id, from_version=version + 1)
+        )
 
     def append(
         self,
@@ -67,22 +74,119 @@ class Repository(Generic[State]):
         expected_version: ExpectedVersion,
         connection: Any = None,
     ) -> tuple[State, int]:
-        """Fold ``events`` into ``state``, append them, and return the new
-        ``(state, version)``. Saves a snapshot when the new version crosses a
-        multiple of ``snapshot_every``. Raises what ``append_events`` raises; the
-        caller's ``state`` object is then unchanged only if ``evolve`` does not
-        mutate it in place."""
+        """Fold ``events`` into the state, append them, and return the new
+        ``(state, version)``: the true state of the stream at that version.
+
+        With an exact ``expected_version`` (or ``NO_STREAM``), ``state`` must be
+        the state at that version (as :meth:`load` or a previous ``append``
+        returned it). With ``ANY`` or ``STREAM_EXISTS`` the stream may have moved
+        on, so ``state`` is not used: the current state is loaded (snapshot plus
+        the events after it, through ``connection`` when given) and the events
+        are appended at exactly that version, reloading after a racing writer
+        got in first; ``evolve`` may then see an event more than once, so it
+        must not have side effects outside the state.
+
+        A snapshot is saved when the new version crosses a multiple of
+        ``snapshot_every``. Its state is encoded before anything is appended, so
+        a state that cannot be encoded raises
+        :class:`~eventstore.errors.SerializationError` and writes nothing.
+        Saving it comes after the append; the snapshot is a cache and the events
+        are the truth, so a failed save (a lost connection, a timeout, a stream
+        erased meanwhile) is logged as a WARNING on the ``eventstore.repository``
+        logger and the call still returns. Inside the caller's ``connection=``
+        the save runs in a savepoint, so its failure leaves the transaction
+        usable; only a lost connection is raised then (the transaction is gone,
+        nothing was committed).
+
+        Raises what ``append_events`` raises (nothing is written then); the
+        caller's ``state`` object is unchanged only if ``evolve`` does not mutate
+        it in place.
+        """
         events = list(events)  # evolved and appended: a generator must not run dry
+        lowest, highest = expected_bounds(expected_version)  # ValidationError first
+        if lowest == highest:  # an exact version, or NO_STREAM
+            return self._append_at(stream_id, events, state, lowest, connection)
+        state, base = self._current(stream_id, expected_version, connection)
+        for attempt in range(_RELOADS):
+            try:
+                return self._append_at(stream_id, events, state, base, connection)
+            except ConcurrencyError as conflict:
+                # A racing writer got in first: reload (evolve may have changed the
+                # loaded state in place) and try again on top of its events. A
+                # stream that did not move means waiting cannot help (the caller's
+                # transaction must be retried whole): say so.
+                state, moved_to = self._current(stream_id, expected_version, connection)
+                if moved_to == base or attempt == _RELOADS - 1:
+                    raise ConcurrencyError(
+                        stream_id, expected_version, conflict.actual, detail=conflict.detail
+                    ) from None
+                base = moved_to
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _append_at(
+        self, stream_id: str, events: list[Any], state: State, base: int, connection: Any
+    ) -> tuple[State, int]:
+        """Append ``events`` at exactly version ``base``, whose state is ``state``,
+        and snapshot when due (see :meth:`append`)."""
         new_state = state
         for event in events:
             new_state = self._evolve(new_state, self._as_evolved(event))
+        snapshot_due = (base + len(events)) // self.snapshot_every > base // self.snapshot_every
+        if snapshot_due:
+            self.store.codec.encode(new_state)  # SerializationError before anything is written
         version = self.store.append_events(
-            stream_id, events, expected_version=expected_version, connection=connection
+            stream_id, events, expected_version=base, connection=connection
         )
-        previous = version - len(events)
-        if version // self.snapshot_every > previous // self.snapshot_every:
-            self.store.save_snapshot(stream_id, version, new_state, connection=connection)
+        if snapshot_due:
+            self._save_snapshot(stream_id, version, new_state, connection)
         return new_state, version
+
+    def _current(
+        self, stream_id: str, expected_version: ExpectedVersion, connection: Any
+    ) -> tuple[State, int]:
+        """The stream's state and version for an ``ANY`` or ``STREAM_EXISTS``
+        append; ConcurrencyError when ``STREAM_EXISTS`` finds no stream."""
+        snapshot = self.store.load_snapshot(stream_id)
+        if snapshot is None:
+            state, version = self.initial_state(), 0
+        else:
+            state, version = snapshot.state, snapshot.version
+        state, version = self._fold(
+            state, version, self._events_after(stream_id, version, connection)
+        )
+        if version == 0 and expected_version is StreamState.STREAM_EXISTS:
+            raise ConcurrencyError(stream_id, expected_version, 0)
+        return state, version
+
+    def _events_after(self, stream_id: str, version: int, connection: Any) -> Iterable[Any]:
+        if connection is None:
+            return self.store.iter_events(stream_id, from_version=version + 1)
+        return self.store.load_events(stream_id, from_version=version + 1, connection=connection)
+
+    def _fold(
+        self, state: State, version: int, events: Iterable[RecordedEvent]
+    ) -> tuple[State, int]:
+        for event in events:
+            state = self._evolve(state, self._as_evolved(event))
+            version = event.version
+        return state, version
+
+    def _save_snapshot(self, stream_id: str, version: int, state: State, connection: Any) -> None:
+        """Save the snapshot after the append; see :meth:`append` for what a failure does."""
+        try:
+            self.store.save_snapshot(stream_id, version, state, connection=connection)
+        except Exception as error:
+            if connection is not None and isinstance(error, DatabaseUnavailableError):
+                raise
+            logger.warning(
+                "the snapshot of stream %r at version %d was not saved (%s: %s); the events "
+                "are stored and load() replays them",
+                stream_id,
+                version,
+                type(error).__name__,
+                error,
+                exc_info=error,
+            )
 
     def _as_evolved(self, event: Any) -> Any:
         """The object ``evolve`` receives for ``event`` (see the class docstring)."""

@@ -44,13 +44,6 @@ from eventstore.records import (
 from eventstore.registry import EventRegistry
 from eventstore.store import DEFAULT_BATCH_SIZE, paginate
 
-DEADLOCK_DETAIL = (
-    "deadlock: another unit of work holds this stream and waits for a stream this one "
-    "holds; let the error end the with block (nothing of it is kept) and retry the "
-    "whole unit of work"
-)
-"""The ``detail`` of the ConcurrencyError an append gets in a deadlock."""
-
 StoredEventRow = Sequence[Any]
 """``(stream_id, version, event_type, event_data, metadata, created_at,
 transaction_id, sequence)`` as a backend returns it."""

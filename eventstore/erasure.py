@@ -14,15 +14,17 @@ import random
 import time
 from dataclasses import dataclass
 
-import psycopg.errors
-import sqlalchemy.exc
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import URL
 
 from eventstore._engines import engine_for
 from eventstore._translate import translated_errors
 from eventstore._validation import check_identifier
-from eventstore.errors import OperationTimeoutError, PermissionDeniedError
+from eventstore.errors import (
+    OperationTimeoutError,
+    PermissionDeniedError,
+    TransactionConflictError,
+)
 
 ALLOW_REWRITE = "SET LOCAL eventstore.allow_rewrite = on"
 """The statement that lets the tables' owner change ``events`` until the transaction ends."""
@@ -105,7 +107,7 @@ def erase_stream(url_or_engine: str | URL | Engine, stream_id: str) -> Erased:
                     "Erasing needs the role that owns the events table (the one that runs the "
                     "migrations): connect as that role"
                 ) from error.__cause__
-            except (OperationTimeoutError, psycopg.Error, sqlalchemy.exc.DBAPIError) as error:
+            except (OperationTimeoutError, TransactionConflictError) as error:
                 if not _busy(error):
                     raise
                 if attempt == ATTEMPTS:
@@ -131,10 +133,8 @@ def _erase_once(engine: Engine, parameters: dict[str, str]) -> Erased:
     return Erased(parameters["stream_id"], events, snapshots)
 
 
-def _busy(error: BaseException) -> bool:
+def _busy(error: OperationTimeoutError | TransactionConflictError) -> bool:
     """Whether ``error`` is the lock wait running out, or a deadlock: worth another try."""
     if isinstance(error, OperationTimeoutError):
         return error.timeout == "lock_timeout"
-    if isinstance(error, sqlalchemy.exc.DBAPIError):
-        error = error.orig if isinstance(error.orig, BaseException) else error
-    return isinstance(error, psycopg.errors.DeadlockDetected)
+    return True

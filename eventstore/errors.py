@@ -56,16 +56,20 @@ class ConcurrencyError(EventStoreError):
         self.expected = expected
         self.actual = actual
         self.detail = detail
-        super().__init__(
-            f"stream {stream_id!r} is at version {actual}, expected {expected}; "
-            f"nothing was written: {detail or 'reload the stream and retry'}"
-        )
+        super().__init__(_conflict_message(stream_id, expected, actual, detail))
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (
             _rebuild_concurrency_error,
             (self.stream_id, self.expected, self.actual, self.detail),
         )
+
+
+def _conflict_message(stream_id: str, expected: Any, actual: int, detail: str | None) -> str:
+    return (
+        f"stream {stream_id!r} is at version {actual}, expected {expected}; "
+        f"nothing was written: {detail or 'reload the stream and retry'}"
+    )
 
 
 def _rebuild_concurrency_error(
@@ -206,11 +210,42 @@ class TransactionConflictError(ConcurrencyError):
         self.actual = actual  # type: ignore[assignment]
         self.detail = None
 
+    @classmethod
+    def for_stream(
+        cls, stream_id: str, expected: Any, actual: int, detail: str
+    ) -> TransactionConflictError:
+        """The error an append (or a snapshot save) to ``stream_id`` gets, worded
+        as a :class:`ConcurrencyError` with ``detail`` saying what to do."""
+        error = cls(
+            _conflict_message(stream_id, expected, actual, detail),
+            stream_id=stream_id,
+            expected=expected,
+            actual=actual,
+        )
+        error.detail = detail
+        return error
+
     def __reduce__(self) -> tuple[Any, ...]:
         return (
             _rebuild_transaction_conflict,
             (str(self), self.stream_id, self.expected, self.actual),
         )
+
+
+DEADLOCK_DETAIL = (
+    "your transaction deadlocked with another one (each waited for a stream the other had "
+    "appended to) and was chosen to fail: roll back and retry the whole transaction (a "
+    "with block the error leaves rolls back by itself; nothing of it is kept)"
+)
+"""The ``detail`` of the TransactionConflictError an append gets in a deadlock."""
+
+STALE_SNAPSHOT_DETAIL = (
+    "your transaction's snapshot is older than the stream's head (another transaction "
+    "appended to the stream, or erased it, after yours took its snapshot at REPEATABLE READ "
+    "or SERIALIZABLE); retrying inside it cannot help: roll back and retry the whole transaction"
+)
+"""The ``detail`` of the TransactionConflictError an append gets when the caller's
+transaction reads from a snapshot older than the stream's head."""
 
 
 def _rebuild_transaction_conflict(

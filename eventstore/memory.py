@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from eventstore._base import DEADLOCK_DETAIL, BaseEventStore, StoredEventRow
+from eventstore._base import BaseEventStore, StoredEventRow
 from eventstore._memory_transaction import (
     DeadlockError,
     MemoryTransaction,
@@ -30,9 +30,11 @@ from eventstore._memory_transaction import (
 )
 from eventstore._validation import EncodedBatch, EncodedEvent
 from eventstore.errors import (
+    DEADLOCK_DETAIL,
     ConcurrencyError,
     ProjectionLockedError,
     StoreClosedError,
+    TransactionConflictError,
     ValidationError,
 )
 from eventstore.feed import FeedPage
@@ -97,11 +99,8 @@ class InMemoryEventStore(BaseEventStore):
             try:
                 self._reservations.wait_until_free(stream_id, unit)
             except DeadlockError:
-                raise ConcurrencyError(
-                    stream_id,
-                    expected_version,
-                    self._head(stream_id, unit),
-                    detail=DEADLOCK_DETAIL,
+                raise TransactionConflictError.for_stream(
+                    stream_id, expected_version, self._head(stream_id, unit), DEADLOCK_DETAIL
                 ) from None
             head = self._head(stream_id, unit)
             if not lowest <= head <= highest:

@@ -34,7 +34,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Connection, CursorResult, Engine
 from sqlalchemy.exc import DBAPIError
 
-from eventstore._base import DEADLOCK_DETAIL, BaseEventStore
+from eventstore._base import BaseEventStore
 from eventstore._engines import check_engine
 from eventstore._listen import NOTIFY_CHANNEL, Listener, ListenWaiter
 from eventstore._pg_projections import (
@@ -45,8 +45,11 @@ from eventstore._pg_projections import (
 from eventstore._translate import is_connection_lost, translate, translated_errors
 from eventstore._validation import EncodedBatch
 from eventstore.errors import (
+    DEADLOCK_DETAIL,
+    STALE_SNAPSHOT_DETAIL,
     ConcurrencyError,
     StoreClosedError,
+    TransactionConflictError,
     ValidationError,
 )
 from eventstore.projections import ProjectionSession
@@ -205,25 +208,10 @@ SELECT coalesce(max(version), 0), current_setting('transaction_isolation')
 FROM events WHERE stream_id = %(stream_id)s
 """
 
-_ROLLED_BACK = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
 """What PostgreSQL fails a statement with to keep transactions serializable or to
 end a deadlock (SQLSTATE 40001, 40P01); the statement wrote nothing."""
 
 _SNAPSHOT_ISOLATION = frozenset({"repeatable read", "serializable"})
-
-STALE_SNAPSHOT = (
-    "your transaction's snapshot is older than the stream's head (another transaction "
-    "appended to the stream, or erased it, after yours took its snapshot at REPEATABLE READ "
-    "or SERIALIZABLE); retrying inside it cannot help: roll back and retry the whole transaction"
-)
-"""The ``detail`` of a ConcurrencyError caused by the caller's transaction's old snapshot."""
-
-DEADLOCK = (
-    "your transaction deadlocked with another one (each waited for rows the other had "
-    "written) and PostgreSQL failed this statement to end it: roll back and retry the whole "
-    "transaction"
-)
-"""The ``detail`` of a ConcurrencyError raised for a deadlock inside the caller's transaction."""
 
 _LOAD_SNAPSHOT = (
     "SELECT version, state_data, created_at FROM snapshots WHERE stream_id = %(stream_id)s"
@@ -414,23 +402,14 @@ class PostgresEventStore(BaseEventStore):
                 if expected_version is StreamState.ANY and conflict.detail is None:
                     continue
                 raise conflict from None
-            except _ROLLED_BACK as failure:
+            except TransactionConflictError as failure:
                 # A serialization failure or a deadlock wrote nothing. In autocommit
                 # the statement is its own transaction: simply run it again.
                 if connection is None:
                     continue
                 raise self._conflict(
                     stream_id, expected_version, connection, detail=_rollback_detail(failure)
-                ) from None
-            except psycopg.errors.DeadlockDetected:
-                # Only in a caller's transaction (the savepoint is rolled back, the
-                # transaction stays usable): another one waits for a stream it holds.
-                raise ConcurrencyError(
-                    stream_id,
-                    expected_version,
-                    self._stream_version(stream_id, connection),
-                    detail=DEADLOCK_DETAIL,
-                ) from None
+                ) from failure.__cause__
             if new_version is not None:
                 return int(new_version)
             if in_order or not lowest <= head <= highest:
@@ -439,14 +418,12 @@ class PostgresEventStore(BaseEventStore):
                 raise self._conflict(stream_id, expected_version, connection)
             if connection is None:
                 continue  # a new autocommit transaction draws a newer id
-            raise ConcurrencyError(
+            raise TransactionConflictError.for_stream(
                 stream_id,
                 expected_version,
                 head,
-                detail=(
-                    "a transaction newer than yours appended to this stream after yours "
-                    "began writing; roll back and retry the whole transaction"
-                ),
+                "a transaction newer than yours appended to this stream after yours "
+                "began writing; roll back and retry the whole transaction",
             )
         raise self._conflict(stream_id, expected_version, connection)
 
@@ -466,16 +443,20 @@ class PostgresEventStore(BaseEventStore):
         ``detail`` says the snapshot is stale, unless a ``detail`` is given.
         """
         if connection is None:
-            return ConcurrencyError(
-                stream_id, expected, self._stream_version(stream_id, None), detail=detail
-            )
-        seen, isolation = self._fetch(_HEAD_IN_TRANSACTION, {"stream_id": stream_id}, connection)[0]
-        if isolation not in _SNAPSHOT_ISOLATION:
-            return ConcurrencyError(stream_id, expected, int(seen), detail=detail)
-        committed = self._stream_version(stream_id, None)
-        if detail is None and committed > seen:
-            detail = STALE_SNAPSHOT
-        return ConcurrencyError(stream_id, expected, max(committed, int(seen)), detail=detail)
+            actual = self._stream_version(stream_id, None)
+        else:
+            seen, isolation = self._fetch(
+                _HEAD_IN_TRANSACTION, {"stream_id": stream_id}, connection
+            )[0]
+            actual = int(seen)
+            if isolation in _SNAPSHOT_ISOLATION:
+                committed = self._stream_version(stream_id, None)
+                if detail is None and committed > actual:
+                    detail = STALE_SNAPSHOT_DETAIL
+                actual = max(committed, actual)
+        if detail is None:
+            return ConcurrencyError(stream_id, expected, actual)
+        return TransactionConflictError.for_stream(stream_id, expected, actual, detail)
 
     def _load_rows(
         self, stream_id: str, low: int, high: int, limit: int | None, connection: Connection | None
@@ -509,10 +490,10 @@ class PostgresEventStore(BaseEventStore):
             written, head = self._fetch(
                 _SAVE_SNAPSHOT_IN_TRANSACTION, params, connection, savepoint=True
             )[0]
-        except _ROLLED_BACK as failure:
+        except TransactionConflictError as failure:
             raise self._conflict(
                 stream_id, version, connection, detail=_rollback_detail(failure)
-            ) from None
+            ) from failure.__cause__
         return bool(written), int(head)
 
     def _load_snapshot(self, stream_id: str) -> tuple[int, bytes, datetime] | None:
@@ -689,11 +670,12 @@ class PostgresEventStore(BaseEventStore):
         return self._fetch_autocommit(sql, params, append_to, retry=False)
 
 
-def _rollback_detail(failure: psycopg.Error) -> str:
-    """What to tell the caller whose transaction PostgreSQL failed with ``failure``."""
-    if isinstance(failure, psycopg.errors.DeadlockDetected):
-        return DEADLOCK
-    return STALE_SNAPSHOT
+def _rollback_detail(failure: TransactionConflictError) -> str:
+    """What to tell the caller whose transaction PostgreSQL failed with ``failure``
+    (its ``__cause__`` is psycopg's error)."""
+    if isinstance(failure.__cause__, psycopg.errors.DeadlockDetected):
+        return DEADLOCK_DETAIL
+    return STALE_SNAPSHOT_DETAIL
 
 
 def _milliseconds(seconds: object, name: str) -> int:

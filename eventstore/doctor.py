@@ -79,7 +79,7 @@ from eventstore._validation import check_int
 from eventstore.errors import ValidationError
 from eventstore.monitoring import oldest_transaction
 from eventstore.postgres import LOAD_STREAM_SQL, POOL_DEFAULTS
-from eventstore.roles import STORE_PRIVILEGES
+from eventstore.roles import STORE_COLUMN_PRIVILEGES, STORE_PRIVILEGES
 from eventstore.urls import normalize_url
 
 __all__ = [
@@ -136,6 +136,11 @@ _PRIVILEGES = STORE_PRIVILEGES
 _GRANT_ADVICE = (
     "as the tables' owner, grant the application's user what the store needs: "
     + " ".join(f"GRANT {rights} ON {table} TO <user>;" for table, rights in _PRIVILEGES.items())
+    + " "
+    + " ".join(
+        f"GRANT {right} ({column}) ON {table} TO <user>;"
+        for table, (right, column) in STORE_COLUMN_PRIVILEGES.items()
+    )
     + " and, for `eventstore doctor` and `migrate current`: GRANT SELECT ON "
     + f"{migrations.VERSION_TABLE} TO <user>;"
 )
@@ -608,6 +613,16 @@ def _privileges_check(connection: Connection) -> Check:
         if lacking:
             missing.append(f"{', '.join(lacking)} on {table}")
             grants.append(f'GRANT {", ".join(lacking)} ON {table} TO "{user}";')
+    for table, (right, column) in STORE_COLUMN_PRIVILEGES.items():
+        if (
+            _table_exists(connection, table)
+            and not connection.exec_driver_sql(
+                "SELECT has_column_privilege(%(table)s, %(column)s, %(right)s)",
+                {"table": table, "column": column, "right": right},
+            ).scalar()
+        ):
+            missing.append(f"{right} ({column}) on {table}")
+            grants.append(f'GRANT {right} ({column}) ON {table} TO "{user}";')
     # The identity column's sequence needs no grant of its own: INSERT on events suffices.
     if not missing:
         return Check("privileges", "pass", f"{user} may read and write the store's tables")

@@ -78,12 +78,14 @@ _HEAD_TEMPLATE = """head AS (
 )"""
 _HEAD = _HEAD_TEMPLATE.format(lock="")
 
-# Inside the caller's transaction the head row is locked (FOR KEY SHARE): at
-# REPEATABLE READ or SERIALIZABLE the transaction's snapshot may predate an erase
-# of the stream (which waits for the statement's table lock, then deletes), and
-# locking a row another transaction deleted fails with a serialization failure
-# instead of appending after a head that is gone. Autocommit appends need no row
-# lock: each statement's snapshot is taken after its table lock.
+# Inside a caller's transaction at REPEATABLE READ or SERIALIZABLE the head row
+# is locked (FOR KEY SHARE): the transaction's snapshot may predate an erase of
+# the stream, and locking a row another transaction deleted fails with a
+# serialization failure instead of appending after a head that is gone. At READ
+# COMMITTED (and in autocommit) no row lock is needed: each statement's snapshot
+# is taken after its table lock, so it sees an erase that made it wait. (Locking
+# rows needs UPDATE on a column of the table: `eventstore grant` gives
+# UPDATE (version), which the append-only triggers keep from changing anything.)
 _HEAD_LOCKED = _HEAD_TEMPLATE.format(lock=" FOR KEY SHARE")
 
 # Arrays go in binary (%b): text arrays would quote and escape every element in
@@ -123,7 +125,8 @@ FROM head
 _APPEND_SILENT = _APPEND.replace(_NOTIFY_IF_INSERTED, "NULL")
 _APPEND_ONE_SILENT = _APPEND_ONE.replace(_NOTIFY_IF_INSERTED, "NULL")
 
-# The four appends as run inside the caller's transaction: the head row locked.
+# The four appends as run inside a caller's snapshot-isolated transaction: the head
+# row locked.
 _IN_TRANSACTION = {
     statement: statement.replace(_HEAD, _HEAD_LOCKED)
     for statement in (_APPEND, _APPEND_ONE, _APPEND_SILENT, _APPEND_ONE_SILENT)
@@ -193,9 +196,9 @@ _SAVE_SNAPSHOT = _SAVE_SNAPSHOT_TEMPLATE.format(
     head="SELECT coalesce(max(version), 0) AS version FROM events WHERE stream_id = %(stream_id)s"
 )
 
-# Inside the caller's transaction the head row is locked, as for appends: a
-# snapshot is never written for a head an erase removed after the transaction's
-# snapshot was taken (a serialization failure instead).
+# Inside a caller's snapshot-isolated transaction the head row is locked, as for
+# appends: a snapshot is never written for a head an erase removed after the
+# transaction's snapshot was taken (a serialization failure instead).
 _SAVE_SNAPSHOT_IN_TRANSACTION = _SAVE_SNAPSHOT_TEMPLATE.format(
     head="SELECT coalesce((SELECT version FROM events WHERE stream_id = %(stream_id)s\n"
     "                          ORDER BY version DESC LIMIT 1 FOR KEY SHARE), 0) AS version"
@@ -387,7 +390,7 @@ class PostgresEventStore(BaseEventStore):
         else:
             statement = self._append_many
             params.update(types=batch.event_types, data=batch.data, metadata=batch.metadata)
-        if connection is not None:
+        if connection is not None and _reads_from_a_snapshot(connection):
             statement = _IN_TRANSACTION[statement]
         for _ in range(_ANY_RETRIES):
             try:
@@ -486,10 +489,11 @@ class PostgresEventStore(BaseEventStore):
         if connection is None:
             written, head = self._fetch(_SAVE_SNAPSHOT, params, None)[0]
             return bool(written), int(head)
+        statement = (
+            _SAVE_SNAPSHOT_IN_TRANSACTION if _reads_from_a_snapshot(connection) else _SAVE_SNAPSHOT
+        )
         try:
-            written, head = self._fetch(
-                _SAVE_SNAPSHOT_IN_TRANSACTION, params, connection, savepoint=True
-            )[0]
+            written, head = self._fetch(statement, params, connection, savepoint=True)[0]
         except TransactionConflictError as failure:
             raise self._conflict(
                 stream_id, version, connection, detail=_rollback_detail(failure)
@@ -668,6 +672,38 @@ class PostgresEventStore(BaseEventStore):
                 driver.autocommit = False
             pooled.close()
         return self._fetch_autocommit(sql, params, append_to, retry=False)
+
+
+_SNAPSHOT_LEVELS = frozenset(
+    {psycopg.IsolationLevel.REPEATABLE_READ, psycopg.IsolationLevel.SERIALIZABLE}
+)
+_DEFAULT_ISOLATION_KEY = "eventstore.default_isolation"
+"""Where a pooled connection remembers the server's default_transaction_isolation."""
+
+
+def _reads_from_a_snapshot(connection: Connection) -> bool:
+    """Whether the caller's transaction on ``connection`` runs at REPEATABLE READ or
+    SERIALIZABLE: its isolation as set through SQLAlchemy (psycopg's
+    ``isolation_level``), else the server's default, read once per connection.
+    (A level set with a ``SET TRANSACTION`` statement of the caller's own is not
+    seen.)"""
+    if not isinstance(connection, Connection):
+        return False  # refused by the statement that follows
+    try:
+        pooled = connection.connection
+    except sqlalchemy.exc.SQLAlchemyError:
+        return False  # the statement that follows raises the right error
+    driver = pooled.driver_connection
+    level = getattr(driver, "isolation_level", None)
+    if level is not None:
+        return level in _SNAPSHOT_LEVELS
+    default = pooled.info.get(_DEFAULT_ISOLATION_KEY)
+    if default is None:
+        rows = connection.exec_driver_sql(
+            "SELECT current_setting('default_transaction_isolation')"
+        ).fetchall()
+        default = pooled.info[_DEFAULT_ISOLATION_KEY] = str(rows[0][0])
+    return default in _SNAPSHOT_ISOLATION
 
 
 def _rollback_detail(failure: TransactionConflictError) -> str:

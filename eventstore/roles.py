@@ -22,6 +22,13 @@ STORE_PRIVILEGES: dict[str, str] = {
 }
 """What the store does with each table."""
 
+STORE_COLUMN_PRIVILEGES: dict[str, tuple[str, str]] = {"events": ("UPDATE", "version")}
+"""Column privileges the store needs: appends inside a REPEATABLE READ or
+SERIALIZABLE transaction lock the stream's head row (``FOR KEY SHARE``), which
+PostgreSQL allows only with UPDATE on a column. It changes nothing else: the
+append-only triggers refuse every UPDATE of ``events`` to all but the erasure
+path of the tables' owner."""
+
 OPERATIONS_PRIVILEGES: dict[str, str] = {migrations.VERSION_TABLE: "SELECT"}
 """What ``eventstore doctor``, ``stats`` and ``migrate current`` also read."""
 
@@ -29,8 +36,17 @@ OPERATIONS_PRIVILEGES: dict[str, str] = {migrations.VERSION_TABLE: "SELECT"}
 def app_role_grants(role: str) -> list[str]:
     """The GRANT statements that give ``role`` what the store needs, in order."""
     quoted = _quote(check_identifier(role, "role"))
-    privileges = {**STORE_PRIVILEGES, **OPERATIONS_PRIVILEGES}
-    return [f"GRANT {rights} ON {table} TO {quoted}" for table, rights in privileges.items()]
+    return [
+        *(f"GRANT {rights} ON {table} TO {quoted}" for table, rights in STORE_PRIVILEGES.items()),
+        *(
+            f"GRANT {right} ({column}) ON {table} TO {quoted}"
+            for table, (right, column) in STORE_COLUMN_PRIVILEGES.items()
+        ),
+        *(
+            f"GRANT {rights} ON {table} TO {quoted}"
+            for table, rights in OPERATIONS_PRIVILEGES.items()
+        ),
+    ]
 
 
 def grant_app_role(url_or_engine: str | URL | Engine, role: str) -> list[str]:

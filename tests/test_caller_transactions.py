@@ -207,3 +207,28 @@ def wait_until_blocked(store: PostgresEventStore, pid: int) -> None:
             watcher.rollback()
             threading.Event().wait(0.01)
     raise AssertionError(f"backend {pid} never waited for a lock")
+
+
+# -- the least-privileged role ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("isolation_level", ISOLATION_LEVELS)
+def test_the_granted_application_role_appends_and_snapshots_at_every_isolation_level(
+    event_store: PostgresEventStore, app_role_database_url: str, isolation_level: str
+) -> None:
+    """At REPEATABLE READ and SERIALIZABLE the head row is locked (FOR KEY SHARE),
+    which PostgreSQL allows only with UPDATE on a column: `eventstore grant` gives it,
+    and a stale transaction is still told the truth."""
+    with PostgresEventStore.from_url(app_role_database_url) as store:
+        with transaction(store, isolation_level) as connection:
+            store.append_events("granted", events(2), expected_version=0, connection=connection)
+            assert store.save_snapshot("granted", 2, {"n": 2}, connection=connection)
+            connection.commit()
+        assert store.stream_version("granted") == 2
+        with transaction(store, isolation_level) as connection:
+            assert store.stream_version("granted") == 2
+            store.load_events("granted", connection=connection)  # takes the snapshot
+            store.append_events("granted", events(1), expected_version=2)
+            with pytest.raises(ConcurrencyError) as raised:
+                store.append_events("granted", events(1), expected_version=2, connection=connection)
+            assert raised.value.actual == 3

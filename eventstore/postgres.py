@@ -392,8 +392,8 @@ class PostgresEventStore(BaseEventStore, Closing):
 
     _retryable_errors: tuple[type[BaseException], ...] = RETRYABLE_ERRORS
 
-    def _projection_session(self, name: str, lock_timeout: float | None) -> ProjectionSession:
-        return PostgresProjectionSession(self, name, lock_timeout)
+    def _projection_session(self, name: str) -> ProjectionSession:
+        return PostgresProjectionSession(self, name)
 
     def _projection_checkpoint(self, name: str) -> Position | None:
         rows = self._fetch(LOAD_CHECKPOINT, {"name": name}, None)

@@ -11,7 +11,7 @@ import psycopg.errors
 import sqlalchemy.exc
 from psycopg.types.numeric import Int8
 from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, RootTransaction
 
 from eventstore._translate import OPERATIONAL_ERRORS
 from eventstore.errors import DatabaseUnavailableError, ProjectionError
@@ -197,23 +197,29 @@ class PostgresProjectionSession:
         try:
             yield connection
         except BaseException as exc:
-            self._ending = True
-            try:
-                transaction.rollback()
-            except sqlalchemy.exc.SQLAlchemyError:
-                pass  # the runner closes the session, and the server rolls back what is open
-            finally:
-                self._ending = False
-            if self._refused and not isinstance(exc, ProjectionError):
+            if not self._refused:
+                self._rollback(transaction)
+            elif not isinstance(exc, ProjectionError):
                 # What failed after the handler's refused commit (SQLAlchemy's
                 # PendingRollbackError, say) comes from it: say so.
                 raise ProjectionError(_HANDLER_ENDED_TRANSACTION) from exc
             raise
         if self._refused:
-            raise ProjectionError(_HANDLER_ENDED_TRANSACTION)  # rolled back as above
+            # SQLAlchemy no longer tracks the transaction the handler tried to end: it
+            # is rolled back by the server when the runner closes this session.
+            raise ProjectionError(_HANDLER_ENDED_TRANSACTION)
         self._ending = True
         try:
             transaction.commit()
+        finally:
+            self._ending = False
+
+    def _rollback(self, transaction: RootTransaction) -> None:
+        self._ending = True
+        try:
+            transaction.rollback()
+        except sqlalchemy.exc.SQLAlchemyError:
+            pass  # the runner closes the session, and the server rolls back what is open
         finally:
             self._ending = False
 

@@ -5,8 +5,11 @@ and hands each event to the handler. On PostgreSQL each batch runs in one
 transaction with the checkpoint update, and the handler gets that transaction's
 connection: what it writes through it takes effect exactly once, even across
 crashes. A handler with effects outside the database gets each event at least
-once. One runner per projection name works at a time (an advisory lock); a
-second one waits and takes over when the first closes or dies.
+once. One runner per projection name works at a time (an advisory lock held
+by a connection of the runner's own); a second one waits and takes over when
+the first closes, dies or is garbage collected. A runner never handles an
+event without the lock: after any error it lets go of it, and takes it again
+before reading anything more. The stored checkpoint never moves backwards.
 """
 
 from __future__ import annotations
@@ -56,7 +59,10 @@ class Projection:
     ``handler(event, connection)`` applies one event; ``reset(connection)``
     (optional) clears the projection's own state before a rebuild. On
     PostgreSQL ``connection`` is the SQLAlchemy Connection of the transaction
-    that also saves the checkpoint; in memory it is None.
+    that also saves the checkpoint; in memory it is None. The handler must not
+    commit or roll it back (the runner refuses with
+    :class:`~eventstore.errors.ProjectionError` and rolls the batch back), nor
+    release advisory locks on it.
     """
 
     def __init__(
@@ -169,8 +175,10 @@ class ProjectionRunner(Closing):
         seconds, then :class:`ProjectionLockedError`) and keeps it until
         :meth:`close`. An exception from the handler propagates; the batch it
         was in is rolled back on PostgreSQL. A lost connection raises
-        :class:`~eventstore.errors.DatabaseUnavailableError`; the next call
-        takes the lock again.
+        :class:`~eventstore.errors.DatabaseUnavailableError`, an exhausted pool
+        :class:`~eventstore.errors.OperationTimeoutError`; after any error the
+        next call takes the lock again. :class:`~eventstore.errors.ProjectionError`
+        when the batch could not be kept safe (see there).
         """
         with self._dropped_on_error():
             session = self._hold(None)

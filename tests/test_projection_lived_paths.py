@@ -767,6 +767,31 @@ def test_a_stale_runner_cannot_move_the_checkpoint_backwards(
         assert runner.checkpoint() is None, "a reset may still forget the checkpoint"
 
 
+def test_a_session_refuses_to_save_a_checkpoint_behind_the_stored_one(store: Any) -> None:
+    """The store itself keeps the checkpoint from moving backwards, whatever the lock."""
+    append(store, 3)
+    early, late = (event.position for event in store.read_all()[1:])
+    session = store._projection_session(NAME)
+    try:
+        assert session.acquire(1.0)
+        with session.transaction() as connection:
+            session.save_checkpoint(connection, late)
+        for behind in (late, early):
+            with (
+                pytest.raises(ProjectionError, match="backwards"),
+                session.transaction() as connection,
+            ):
+                session.save_checkpoint(connection, behind)
+        with session.transaction() as connection:
+            assert session.load_checkpoint(connection) == late
+            session.delete_checkpoint(connection)
+            session.save_checkpoint(connection, early)  # after a reset it starts over
+        with session.transaction() as connection:
+            assert session.load_checkpoint(connection) == early
+    finally:
+        session.close()
+
+
 # --- a pooler in transaction mode -----------------------------------------------------------
 
 

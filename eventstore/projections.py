@@ -181,7 +181,7 @@ class ProjectionRunner(Closing):
         when the batch could not be kept safe (see there).
         """
         with self._dropped_on_error():
-            session = self._hold(None)
+            session = self._hold()
             assert session is not None
             return self._run_batches(session, None)
 
@@ -237,7 +237,7 @@ class ProjectionRunner(Closing):
         callable), in one transaction; the next run rebuilds from the start.
         Takes the lock first, as :meth:`run_once` does."""
         with self._dropped_on_error():
-            session = self._hold(None)
+            session = self._hold()
             assert session is not None
             with session.transaction() as connection:
                 session.delete_checkpoint(connection)
@@ -260,7 +260,7 @@ class ProjectionRunner(Closing):
             self._release()
             raise
 
-    def _hold(self, stop: threading.Event | None) -> ProjectionSession | None:
+    def _hold(self, stop: threading.Event | None = None) -> ProjectionSession | None:
         """The session holding the lock; None if ``stop`` was set while waiting."""
         if self._session is not None:
             return self._session

@@ -562,7 +562,7 @@ def test_on_an_autocommit_engine_a_crashed_batch_commits_nothing(
         engine.dispose()
 
 
-@pytest.mark.parametrize("ending", ["commit", "rollback"])
+@pytest.mark.parametrize("ending", ["commit", "rollback", "close"])
 def test_a_handler_that_ends_the_runners_transaction_is_refused(
     event_store: PostgresEventStore, pg_model: Applications, ending: str
 ) -> None:

@@ -44,7 +44,10 @@ logger = logging.getLogger(__name__)
 Handler = Callable[[RecordedEvent, Any], None]
 
 _RETRY_DELAY = 0.2
-"""Pause before :meth:`ProjectionRunner.run` takes the lock again after a lost connection."""
+"""Pause before :meth:`ProjectionRunner.run` takes the lock again after a lost
+connection; it doubles with each failure in a row, up to :data:`_MAX_RETRY_DELAY`."""
+
+_MAX_RETRY_DELAY = 5.0
 
 LOCK_SLICE = 0.5
 """Longest single wait for a projection's lock, so that a stop request is seen promptly.
@@ -191,8 +194,10 @@ class ProjectionRunner(Closing):
         """Handle events as they come until ``stop`` is set or :meth:`stop` is called
         (which sets ``stop``); a standby waiting for the lock stops too.
 
-        A lost connection (or a session the server ended) is survived: each
-        retry is logged as a WARNING, the lock is taken again (waiting if another
+        A lost connection (or a session the server ended, or a server that is
+        down) is survived: each retry is logged as a WARNING, after a pause that
+        grows from 0.2 s to 5 s while failures follow each other; the lock is
+        taken again (waiting if another
         runner took over meanwhile) and work resumes from the checkpoint. Any
         other error ends ``run()`` with that error: the handler's own, or the
         library's for a database failure (a statement timeout is an
@@ -201,6 +206,7 @@ class ProjectionRunner(Closing):
         self._stopped = stopped = stop if stop is not None else threading.Event()
         with translated_errors():
             waiter = self.store._waiter()
+        delay = _RETRY_DELAY
         try:
             while not stopped.is_set():
                 waiter.arm()
@@ -216,11 +222,13 @@ class ProjectionRunner(Closing):
                     logger.warning(
                         "projection %r lost its connection; taking its lock again in %s s: %s",
                         self.projection.name,
-                        _RETRY_DELAY,
+                        delay,
                         exc,
                     )
-                    stopped.wait(_RETRY_DELAY)
+                    stopped.wait(delay)
+                    delay = min(2 * delay, _MAX_RETRY_DELAY)
                     continue
+                delay = _RETRY_DELAY
                 waiter.wait(self.poll_interval, stopped)
         finally:
             waiter.close()

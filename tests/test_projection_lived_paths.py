@@ -656,6 +656,26 @@ def test_with_the_server_down_runners_raise_database_unavailable() -> None:
         store.close()
 
 
+def test_run_waits_out_a_server_that_is_down_logging_each_retry_until_stopped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = PostgresEventStore.from_url("postgresql://postgres@127.0.0.1:1/nowhere")
+    runner = ProjectionRunner(store, Projection(NAME, lambda e, c: None), lock_timeout=1)
+    try:
+        with caplog.at_level(logging.WARNING, logger="eventstore.projections"):
+            thread, failures = in_thread(runner.run)
+            wait_until(lambda: len(caplog.records) >= 2, "two retries to be logged")
+            runner.stop()
+            thread.join(THREAD_DEADLINE)
+        assert not thread.is_alive()
+        assert not failures, failures
+        assert "connect" in caplog.records[0].getMessage()
+    finally:
+        runner.stop()
+        runner.close()
+        store.close()
+
+
 def test_a_store_statement_timeout_does_not_cut_the_wait_for_the_lock(
     eventstore_database_url: str, event_store: PostgresEventStore, pg_model: Applications
 ) -> None:

@@ -27,15 +27,11 @@ _PROJECTION_LOCK_NAMESPACE = 0x4553
 _LOCK_PROJECTION = "SELECT pg_advisory_lock(%(namespace)s, hashtext(%(name)s))"
 _UNLOCK_PROJECTION = "SELECT pg_advisory_unlock(%(namespace)s, hashtext(%(name)s))"
 
-# pg_locks shows a two-key advisory lock with the first key in classid, the
-# second in objid (as an oid: unsigned) and objsubid 2.
-_HOLDS_LOCK = """
-SELECT EXISTS (
-    SELECT 1 FROM pg_locks
-    WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid()
-      AND classid = %(namespace)s::oid AND objid = hashtext(%(name)s)::oid AND objsubid = 2
-)
-"""
+# Every transaction of the session takes the lock for itself as well, at once or
+# not at all: granted straight away to the session holding it, and held to the
+# transaction's end whatever happens to the session lock meanwhile. False means
+# another session holds it, and this one must not go on.
+_LOCK_FOR_TRANSACTION = "SELECT pg_try_advisory_xact_lock(%(namespace)s, hashtext(%(name)s))"
 
 LOAD_CHECKPOINT = (
     "SELECT transaction_id, position FROM projection_checkpoints WHERE name = %(name)s"
@@ -77,10 +73,12 @@ class PostgresProjectionSession:
     The connection is taken from the store's engine and detached from its pool:
     it is closed for real, never handed back with the lock still held. Its
     transactions run at READ COMMITTED whatever the engine's default (on an
-    AUTOCOMMIT engine a batch would not be atomic). Each transaction first checks
-    that the session still holds the lock, so a batch never runs on a connection
-    without it (after a silent reconnect, or behind a pooler in transaction
-    mode). A handler that commits or rolls back that connection is refused with
+    AUTOCOMMIT engine a batch would not be atomic). Each transaction first takes
+    the lock for itself as well (at once, since the session holds it) and refuses
+    to go on when another session has it, so no batch runs while another runner
+    holds the lock (after a silent reconnect, or behind a pooler in transaction
+    mode, whose next transaction may land on another server session). A handler
+    that commits, rolls back or closes that connection is refused with
     :class:`~eventstore.errors.ProjectionError`. Batches run on this connection,
     so if it dies the lock goes with it and the open batch can never commit.
     """
@@ -121,7 +119,7 @@ class PostgresProjectionSession:
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         with self._begin() as connection:
-            if not self._store._fetch(_HOLDS_LOCK, self._lock_params, connection)[0][0]:
+            if not self._store._fetch(_LOCK_FOR_TRANSACTION, self._lock_params, connection)[0][0]:
                 raise ProjectionError(
                     f"the runner of projection {self._name!r} no longer holds its lock on its "
                     "database session, so it handles nothing. Most likely the connection goes "

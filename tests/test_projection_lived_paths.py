@@ -48,6 +48,7 @@ from eventstore import (
     RecordedEvent,
     ValidationError,
 )
+from eventstore._pg_projections import _PROJECTION_LOCK_NAMESPACE
 from eventstore.embedded import embedded_available
 from eventstore.migrations import upgrade
 from eventstore.projections import LOCK_SLICE
@@ -831,27 +832,45 @@ def test_a_session_refuses_to_save_a_checkpoint_behind_the_stored_one(store: Any
 
 
 def test_a_batch_on_a_session_without_the_lock_is_refused_naming_transaction_pooling(
-    event_store: PostgresEventStore, pg_model: Applications
+    event_store: PostgresEventStore, pg_model: Applications, admin: psycopg.Connection[Any]
 ) -> None:
-    """Behind PgBouncer in transaction mode each transaction may run on another
-    server session than the one that took the lock; here the handler drops the
-    lock the same way, so the next batch finds itself without it."""
-    append(event_store, 2)
-    dropped = threading.Event()
+    """Behind PgBouncer in transaction mode the next transaction may run on another
+    server session than the one that took the lock, while the lock stays with the
+    first. Here the runner's session loses its lock to another session between
+    two batches the same way: the second batch must not run."""
+    append(event_store, 3)
+    moved = threading.Event()
+    taker = threading.Thread(
+        target=admin.execute,
+        args=("SELECT pg_advisory_lock(%s, hashtext(%s))", (_PROJECTION_LOCK_NAMESPACE, NAME)),
+        daemon=True,
+    )
 
-    def unlocking(event: RecordedEvent, connection: Any) -> None:
+    def losing(event: RecordedEvent, connection: Any) -> None:
         pg_model.apply(event, connection)
-        if not dropped.is_set():
-            dropped.set()
+        if not moved.is_set():
+            moved.set()
+            # The session lock goes; the batch's own hold on the lock lasts to its
+            # commit, when the other session, queued meanwhile, gets it.
             connection.execute(text("SELECT pg_advisory_unlock_all()"))
+            taker.start()
+            wait_until(
+                lambda: lock_waiters(event_store) == 1, "the other session to queue for the lock"
+            )
 
     with ProjectionRunner(
-        event_store, pg_model.projection(unlocking), batch_size=1, lock_timeout=5
+        event_store, pg_model.projection(losing), batch_size=1, lock_timeout=0.3
     ) as runner:
         with pytest.raises(ProjectionError, match="transaction mode"):
             runner.run_once()
-        assert runner.run_once() == 1, "the next call takes the lock again"
+        assert len(pg_model.counts()) == 1, "only the batch before the loss was handled"
+        with pytest.raises(ProjectionLockedError):
+            runner.run_once()
+        taker.join(THREAD_DEADLINE)
+        admin.execute("SELECT pg_advisory_unlock_all()")
+        assert runner.run_once() == 2, "the next call takes the lock again"
     assert pg_model.doubles() == 0
+    assert set(pg_model.counts()) == every_event(event_store)
 
 
 # --- the in-memory runner keeps the contract ------------------------------------------------

@@ -398,8 +398,8 @@ class BaseEventStore(Closing, ABC):
     instead of raising."""
 
     @abstractmethod
-    def _projection_session(self, name: str, lock_timeout: float | None) -> ProjectionSession:
-        """Take the projection's lock (ProjectionLockedError after ``lock_timeout``)."""
+    def _projection_session(self, name: str) -> ProjectionSession:
+        """A session for the projection, not yet holding its lock."""
 
     @abstractmethod
     def _projection_checkpoint(self, name: str) -> Position | None:

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import psycopg
 import psycopg.errors
 import sqlalchemy.exc
 from psycopg.types.numeric import Int8
-from sqlalchemy.engine import Connection
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, RootTransaction
 
 from eventstore._translate import OPERATIONAL_ERRORS
-from eventstore.errors import ProjectionLockedError
+from eventstore.errors import DatabaseUnavailableError, ProjectionError
 from eventstore.feed import FeedPage
 from eventstore.records import Position
 
@@ -26,9 +27,19 @@ _PROJECTION_LOCK_NAMESPACE = 0x4553
 
 _LOCK_PROJECTION = "SELECT pg_advisory_lock(%(namespace)s, hashtext(%(name)s))"
 _UNLOCK_PROJECTION = "SELECT pg_advisory_unlock(%(namespace)s, hashtext(%(name)s))"
+
+# Every transaction of the session takes the lock for itself as well, at once or
+# not at all: granted straight away to the session holding it, and held to the
+# transaction's end whatever happens to the session lock meanwhile. False means
+# another session holds it, and this one must not go on.
+_LOCK_FOR_TRANSACTION = "SELECT pg_try_advisory_xact_lock(%(namespace)s, hashtext(%(name)s))"
+
 LOAD_CHECKPOINT = (
     "SELECT transaction_id, position FROM projection_checkpoints WHERE name = %(name)s"
 )
+
+# The checkpoint only moves forwards: a runner that lost the race (it should
+# never have been running) writes nothing and learns it from the missing row.
 _SAVE_CHECKPOINT = """
 INSERT INTO projection_checkpoints (name, transaction_id, position)
 VALUES (%(name)s, %(transaction_id)s, %(position)s)
@@ -36,6 +47,9 @@ ON CONFLICT (name) DO UPDATE
     SET transaction_id = EXCLUDED.transaction_id,
         position = EXCLUDED.position,
         updated_at = now()
+    WHERE (projection_checkpoints.transaction_id, projection_checkpoints.position)
+        < (EXCLUDED.transaction_id, EXCLUDED.position)
+RETURNING 1
 """
 _TERMINATE = "SELECT pg_terminate_backend(%(pid)s)"
 _DELETE_CHECKPOINT = "DELETE FROM projection_checkpoints WHERE name = %(name)s"
@@ -45,46 +59,82 @@ RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
     sqlalchemy.exc.OperationalError,
     *OPERATIONAL_ERRORS,
 )
-"""Errors a subscription or a running projection retries after (a lost connection)."""
+"""Errors a subscription retries after (a lost connection)."""
+
+_HANDLER_ENDED_TRANSACTION = (
+    "a projection handler must not commit or roll back the connection it is given: the "
+    "runner commits each batch together with the checkpoint. Write through the connection "
+    "and return (or raise, which rolls the batch back); for work that must commit on its "
+    "own, use a connection of your own. This batch was rolled back"
+)
 
 
 class PostgresProjectionSession:
-    """A dedicated connection holding a projection's session-level advisory lock.
+    """A connection of its own holding a projection's session-level advisory lock.
 
-    Batches run as transactions on the same connection, so if it dies the lock
-    goes with it and the open batch can never commit.
+    The connection is taken from the store's engine and detached from its pool:
+    it is closed for real, never handed back with the lock still held. Its
+    transactions run at READ COMMITTED whatever the engine's default (on an
+    AUTOCOMMIT engine a batch would not be atomic). Each transaction first takes
+    the lock for itself as well (at once, since the session holds it) and refuses
+    to go on when another session has it, so no batch runs while another runner
+    holds the lock (after a silent reconnect, or behind a pooler in transaction
+    mode, whose next transaction may land on another server session). A handler
+    that commits, rolls back or closes that connection is refused with
+    :class:`~eventstore.errors.ProjectionError`. Batches run on this connection,
+    so if it dies the lock goes with it and the open batch can never commit.
     """
 
     checkpoint_each_event = False
-    retryable: tuple[type[BaseException], ...] = RETRYABLE_ERRORS
 
-    def __init__(self, store: PostgresEventStore, name: str, lock_timeout: float | None) -> None:
+    def __init__(self, store: PostgresEventStore, name: str) -> None:
         self._store = store
         self._name = name
         self._lock_params = {"namespace": _PROJECTION_LOCK_NAMESPACE, "name": name}
-        self._connection = store.engine.connect()
+        self._ending = False  # True while the session itself commits or rolls back
+        self._refused = False  # True once the handler tried to end a transaction
         self._closing = threading.Lock()
+        self._connection = store.engine.connect()
         try:
+            # Set while still pooled (SQLAlchemy keeps the setting with the pool entry).
+            self._connection.execution_options(isolation_level="READ COMMITTED")
+            self._connection.detach()
             driver = self._connection.connection.driver_connection
             self._backend_pid: int = driver.info.backend_pid  # type: ignore[union-attr]
-            with self._connection.begin():
-                timeout_ms = 0 if lock_timeout is None else max(1, int(lock_timeout * 1000))
-                self._connection.exec_driver_sql(f"SET LOCAL lock_timeout = {timeout_ms}")
-                self._connection.exec_driver_sql(_LOCK_PROJECTION, self._lock_params)
-        except sqlalchemy.exc.OperationalError as exc:
-            self._connection.close()
-            if isinstance(exc.orig, psycopg.errors.LockNotAvailable):
-                raise ProjectionLockedError(
-                    f"projection {name!r} is being run elsewhere (no lock after "
-                    f"{lock_timeout} s): stop the other runner or wait for it"
-                ) from None
-            raise
+            event.listen(self._connection, "commit", self._refuse_end)
+            event.listen(self._connection, "rollback", self._refuse_end)
         except BaseException:
-            self._connection.close()
+            self.close()
             raise
 
-    def transaction(self) -> AbstractContextManager[Connection]:
-        return _begin(self._connection)
+    def acquire(self, wait: float) -> bool:
+        timeout_ms = max(1, round(wait * 1000))
+        try:
+            with self._begin() as connection:
+                # The wait is bounded here, whatever statement_timeout the store sets.
+                connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
+                connection.exec_driver_sql(f"SET LOCAL lock_timeout = {timeout_ms}")
+                connection.exec_driver_sql(_LOCK_PROJECTION, self._lock_params)
+        except sqlalchemy.exc.OperationalError as exc:
+            if isinstance(exc.orig, psycopg.errors.LockNotAvailable):
+                return False
+            raise
+        return True
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        with self._begin() as connection:
+            if not self._store._fetch(_LOCK_FOR_TRANSACTION, self._lock_params, connection)[0][0]:
+                raise ProjectionError(
+                    f"the runner of projection {self._name!r} no longer holds its lock on its "
+                    "database session, so it handles nothing. Most likely the connection goes "
+                    "through a pooler in transaction mode (PgBouncer's pool_mode = transaction), "
+                    "which runs each transaction on any server session: session-level advisory "
+                    "locks do not work there. Connect projection runners to PostgreSQL directly "
+                    "or through a pool in session mode. (A handler that released the lock, with "
+                    "pg_advisory_unlock_all() or DISCARD ALL, does the same: it must not.)"
+                )
+            yield connection
 
     def load_checkpoint(self, connection: Connection) -> Position | None:
         rows = self._store._fetch(LOAD_CHECKPOINT, {"name": self._name}, connection)
@@ -96,7 +146,14 @@ class PostgresProjectionSession:
             "transaction_id": Int8(position.transaction_id),
             "position": Int8(position.sequence),
         }
-        self._store._fetch(_SAVE_CHECKPOINT, params, connection)
+        if not self._store._fetch(_SAVE_CHECKPOINT, params, connection):
+            raise ProjectionError(
+                f"the checkpoint of projection {self._name!r} is already at or past {position}: "
+                "another runner handled these events while this one worked, and a checkpoint "
+                "never moves backwards. This batch was rolled back; the next call takes the "
+                "lock again and goes on from the stored checkpoint (look for a second runner "
+                "that bypassed the lock, such as one behind a pooler in transaction mode)"
+            )
 
     def delete_checkpoint(self, connection: Connection) -> None:
         self._store._fetch(_DELETE_CHECKPOINT, {"name": self._name}, connection)
@@ -113,7 +170,8 @@ class PostgresProjectionSession:
     def stop(self) -> None:
         """End the session from the server's side, for the store's close(): the
         server releases the lock and rolls back a batch in flight. Safe from any
-        thread (the session's own connection is not touched here)."""
+        thread (the session's own connection is not touched here: psycopg's close
+        from another thread is not)."""
         with self._closing:
             if self._connection.closed:
                 return
@@ -126,6 +184,9 @@ class PostgresProjectionSession:
                 pass  # no pooled connection to ask with: the runner releases the lock itself
 
     def close(self) -> None:
+        """Unlock (so a waiting runner gets the lock at once) and close the
+        connection for real; a broken connection is just closed, and the server
+        releases the lock with the session."""
         with self._closing:
             self._close()
 
@@ -133,18 +194,61 @@ class PostgresProjectionSession:
         connection = self._connection
         if connection.closed:
             return
+        self._ending = True
         try:
-            if connection.in_transaction():
-                connection.rollback()
-            connection.exec_driver_sql(_UNLOCK_PROJECTION, self._lock_params)
-            connection.commit()
-        except sqlalchemy.exc.DBAPIError:
-            connection.invalidate()
+            if not (connection.invalidated or self._refused or connection.in_transaction()):
+                connection.exec_driver_sql(_UNLOCK_PROJECTION, self._lock_params)
+                connection.commit()
+        except sqlalchemy.exc.SQLAlchemyError:
+            pass  # closing the connection ends the session, and the lock with it
         finally:
             connection.close()
 
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        """A transaction on the session's connection, which must be the one that
+        took the lock: a lost connection is never silently replaced."""
+        connection = self._connection
+        if connection.closed or connection.invalidated:
+            raise DatabaseUnavailableError(
+                f"the connection of projection {self._name!r} was lost: the runner takes the "
+                "lock again on its next call"
+            )
+        if self._refused:
+            raise ProjectionError(_HANDLER_ENDED_TRANSACTION)
+        transaction = connection.begin()
+        try:
+            yield connection
+        except BaseException as exc:
+            if not self._refused:
+                self._rollback(transaction)
+            elif not isinstance(exc, ProjectionError):
+                # What failed after the handler's refused commit (SQLAlchemy's
+                # PendingRollbackError, say) comes from it: say so.
+                raise ProjectionError(_HANDLER_ENDED_TRANSACTION) from exc
+            raise
+        if self._refused:
+            # SQLAlchemy no longer tracks the transaction the handler tried to end: it
+            # is rolled back by the server when the runner closes this session.
+            raise ProjectionError(_HANDLER_ENDED_TRANSACTION)
+        self._ending = True
+        try:
+            transaction.commit()
+        finally:
+            self._ending = False
 
-@contextmanager
-def _begin(connection: Connection) -> Iterator[Connection]:
-    with connection.begin():
-        yield connection
+    def _rollback(self, transaction: RootTransaction) -> None:
+        self._ending = True
+        try:
+            transaction.rollback()
+        except sqlalchemy.exc.SQLAlchemyError:
+            pass  # the runner closes the session, and the server rolls back what is open
+        finally:
+            self._ending = False
+
+    def _refuse_end(self, connection: Connection) -> None:
+        """The commit and rollback listener: only the session ends its transactions."""
+        if self._ending:
+            return
+        self._refused = True
+        raise ProjectionError(_HANDLER_ENDED_TRANSACTION)

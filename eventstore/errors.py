@@ -11,6 +11,7 @@ Every error the library raises derives from :class:`EventStoreError`::
      +-- SchemaError            the tables are missing or not at the expected revision
      +-- ValidationError        a bad argument (also a ValueError); nothing was written
      +-- ProjectionLockedError  another runner holds a projection's lock
+     +-- ProjectionError        a runner stopped a batch it could not keep safe
      +-- TransferError          an export or import failed, or a file failed verification
      +-- DatabaseUnavailableError   the server cannot be reached, or the connection was lost
      |    +-- AppendOutcomeUnknownError  lost while an append was in flight: reload first
@@ -99,6 +100,17 @@ class ValidationError(EventStoreError, ValueError):
 
 class ProjectionLockedError(EventStoreError):
     """Another runner holds the projection's lock and did not release it in time."""
+
+
+class ProjectionError(EventStoreError):
+    """A projection runner stopped a batch because it could not keep its guarantees.
+
+    The handler ended the runner's transaction (it must not commit or roll back
+    the connection it is given), the runner's session no longer holds the
+    projection's lock (a pooler in transaction mode, or something released it),
+    or another runner moved the checkpoint past this one. The batch was rolled
+    back; the message says what to change.
+    """
 
 
 class TransferError(EventStoreError):

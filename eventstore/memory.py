@@ -32,8 +32,7 @@ from eventstore._validation import EncodedBatch, EncodedEvent
 from eventstore.errors import (
     DEADLOCK_DETAIL,
     ConcurrencyError,
-    ProjectionLockedError,
-    StoreClosedError,
+    ProjectionError,
     TransactionConflictError,
     ValidationError,
 )
@@ -280,24 +279,11 @@ class InMemoryEventStore(BaseEventStore):
 
     # -- projections ------------------------------------------------------------------
 
-    def _projection_session(
-        self, name: str, lock_timeout: float | None
-    ) -> _MemoryProjectionSession:
+    def _projection_session(self, name: str) -> _MemoryProjectionSession:
         self.lifecycle.check_open()
         with self._lock:
             lock = self._projection_locks.setdefault(name, threading.Lock())
-        if not lock.acquire(timeout=-1 if lock_timeout is None else lock_timeout):
-            raise ProjectionLockedError(
-                f"projection {name!r} is being run elsewhere (no lock after {lock_timeout} s): "
-                "stop the other runner or wait for it"
-            )
-        session = _MemoryProjectionSession(self, name, lock)
-        try:
-            self.lifecycle.track(session)  # the store closed while the lock was awaited
-        except StoreClosedError:
-            session.close()
-            raise
-        return session
+        return _MemoryProjectionSession(self, name, lock)
 
     def _projection_checkpoint(self, name: str) -> Position | None:
         self.lifecycle.check_open()
@@ -362,12 +348,16 @@ class _MemoryProjectionSession:
     since a handler's effects in memory cannot be rolled back."""
 
     checkpoint_each_event = True
-    retryable: tuple[type[BaseException], ...] = ()
 
     def __init__(self, store: InMemoryEventStore, name: str, lock: threading.Lock) -> None:
         self._store = store
         self._name = name
-        self._lock: threading.Lock | None = lock
+        self._lock = lock
+        self._held = False
+
+    def acquire(self, wait: float) -> bool:
+        self._held = self._lock.acquire(timeout=wait)
+        return self._held
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -378,6 +368,12 @@ class _MemoryProjectionSession:
 
     def save_checkpoint(self, connection: None, position: Position) -> None:
         with self._store._lock:
+            stored = self._store._checkpoints.get(self._name)
+            if stored is not None and stored >= position:
+                raise ProjectionError(
+                    f"the checkpoint of projection {self._name!r} is already at or past "
+                    f"{position}: a checkpoint never moves backwards"
+                )
             self._store._checkpoints[self._name] = position
 
     def delete_checkpoint(self, connection: None) -> None:
@@ -395,6 +391,6 @@ class _MemoryProjectionSession:
 
     def close(self) -> None:
         with self._store._lock:
-            lock, self._lock = self._lock, None
-        if lock is not None:
-            lock.release()
+            held, self._held = self._held, False
+        if held:
+            self._lock.release()

@@ -552,16 +552,10 @@ class PostgresEventStore(BaseEventStore):
 
     _retryable_errors: tuple[type[BaseException], ...] = (*RETRYABLE_ERRORS, StoreClosedError)
 
-    def _projection_session(self, name: str, lock_timeout: float | None) -> ProjectionSession:
+    def _projection_session(self, name: str) -> ProjectionSession:
         self.lifecycle.check_open()
-        with translated_errors(database=self.engine.url.database):
-            session = PostgresProjectionSession(self, name, lock_timeout)
-        try:
-            self.lifecycle.track(session)  # the store closed while the lock was awaited
-        except StoreClosedError:
-            session.close()
-            raise
-        return session
+        with translated_errors(connecting=True, database=self.engine.url.database):
+            return PostgresProjectionSession(self, name)
 
     def _projection_checkpoint(self, name: str) -> Position | None:
         rows = self._fetch(LOAD_CHECKPOINT, {"name": name}, None)

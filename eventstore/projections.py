@@ -5,20 +5,28 @@ and hands each event to the handler. On PostgreSQL each batch runs in one
 transaction with the checkpoint update, and the handler gets that transaction's
 connection: what it writes through it takes effect exactly once, even across
 crashes. A handler with effects outside the database gets each event at least
-once. One runner per projection name works at a time (an advisory lock); a
-second one waits and takes over when the first closes or dies.
+once. One runner per projection name works at a time (an advisory lock held
+by a connection of the runner's own); a second one waits and takes over when
+the first closes, dies or is garbage collected. A runner never handles an
+event without the lock: after any error it lets go of it, and takes it again
+before reading anything more. The stored checkpoint never moves backwards.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import threading
-from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
 from eventstore._closing import Closing
+from eventstore._translate import is_connection_lost, translated_errors
 from eventstore._validation import check_identifier, check_int
-from eventstore.errors import ValidationError
+from eventstore.errors import DatabaseUnavailableError, ProjectionLockedError, ValidationError
 from eventstore.feed import (
     DEFAULT_POLL_INTERVAL,
     FeedPage,
@@ -31,8 +39,23 @@ from eventstore.records import Position, RecordedEvent
 if TYPE_CHECKING:
     from eventstore._base import BaseEventStore
 
+logger = logging.getLogger(__name__)
+
 Handler = Callable[[RecordedEvent, Any], None]
+
 _RETRY_DELAY = 0.2
+"""Pause before :meth:`ProjectionRunner.run` takes the lock again after a lost
+connection; it doubles with each failure in a row, up to :data:`_MAX_RETRY_DELAY`."""
+
+_MAX_RETRY_DELAY = 5.0
+
+LOCK_SLICE = 0.5
+"""Longest single wait for a projection's lock, so that a stop request is seen promptly.
+A waiting runner is woken at once when the lock is released; on PostgreSQL each
+slice costs one short transaction."""
+
+MAX_LOCK_TIMEOUT = 2_147_483
+"""The largest ``lock_timeout``, in seconds: PostgreSQL's largest timeout (2^31 - 1 ms)."""
 
 
 class Projection:
@@ -41,7 +64,10 @@ class Projection:
     ``handler(event, connection)`` applies one event; ``reset(connection)``
     (optional) clears the projection's own state before a rebuild. On
     PostgreSQL ``connection`` is the SQLAlchemy Connection of the transaction
-    that also saves the checkpoint; in memory it is None.
+    that also saves the checkpoint; in memory it is None. The handler must not
+    commit or roll it back (the runner refuses with
+    :class:`~eventstore.errors.ProjectionError` and rolls the batch back), nor
+    release advisory locks on it.
     """
 
     def __init__(
@@ -66,20 +92,37 @@ class Projection:
 
 
 class ProjectionSession(Protocol):
-    """A backend's hold on one projection: its lock, its transactions, its checkpoint."""
+    """A backend's hold on one projection: its lock, its transactions, its checkpoint.
+
+    A session is made without the lock; :meth:`acquire` takes it. A session that
+    raised is not used again: the runner closes it and makes a new one, which
+    takes the lock again before anything is read.
+    """
 
     checkpoint_each_event: bool
     """True where handler effects cannot be rolled back with the checkpoint (memory)."""
 
-    retryable: tuple[type[BaseException], ...]
+    def acquire(self, wait: float) -> bool:
+        """Take the projection's lock, waiting up to ``wait`` seconds; False if
+        another session still holds it then."""
+        ...
+
+    def stop(self) -> None:
+        """End the session from outside, for the store's close(): release the lock
+        and roll back a batch in flight. Safe from any thread."""
+        ...
 
     def transaction(self) -> AbstractContextManager[Any]:
-        """A transaction; yields the connection the handler receives."""
+        """A transaction, begun only while the session holds the lock; yields the
+        connection the handler receives."""
         ...
 
     def load_checkpoint(self, connection: Any) -> Position | None: ...
 
-    def save_checkpoint(self, connection: Any, position: Position) -> None: ...
+    def save_checkpoint(self, connection: Any, position: Position) -> None:
+        """Store ``position``; :class:`~eventstore.errors.ProjectionError` when the
+        stored checkpoint is already there or further (it never moves backwards)."""
+        ...
 
     def delete_checkpoint(self, connection: Any) -> None: ...
 
@@ -88,12 +131,24 @@ class ProjectionSession(Protocol):
     ) -> FeedPage: ...
 
     def close(self) -> None:
-        """Release the lock."""
+        """Release the lock and whatever the session holds; harmless twice, and
+        safe from a garbage collector's finalizer."""
         ...
 
 
 class ProjectionRunner(Closing):
-    """Feeds one :class:`Projection` from a store's feed; see the module docstring."""
+    """Feeds one :class:`Projection` from a store's feed; see the module docstring.
+
+    ``lock_timeout``: how long :meth:`run_once` and :meth:`reset` wait for the
+    projection's lock before :class:`~eventstore.errors.ProjectionLockedError`
+    (seconds, more than 0 and at most 2,147,483); None waits without limit. The
+    wait does not depend on the store's ``statement_timeout``.
+
+    After any error the runner lets go of the lock (and, on PostgreSQL, closes
+    its connection); the next call takes the lock again, waiting as above,
+    before it reads anything. A runner that is garbage collected without
+    :meth:`close` releases its lock too.
+    """
 
     def __init__(
         self,
@@ -112,10 +167,9 @@ class ProjectionRunner(Closing):
         self.projection = projection
         self.batch_size = check_int(batch_size, "batch_size", minimum=1)
         self.poll_interval = check_poll_interval(poll_interval)
-        if lock_timeout is not None:
-            check_poll_interval(lock_timeout)
-        self.lock_timeout = lock_timeout
+        self.lock_timeout = check_lock_timeout(lock_timeout)
         self._session: ProjectionSession | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
         self._stopped = threading.Event()
         # (checkpoint, read_to): with the stored checkpoint at ``checkpoint``, the
         # feed holds nothing for this projection up to ``read_to``, so the next
@@ -131,35 +185,57 @@ class ProjectionRunner(Closing):
         Takes the projection's lock first (waiting up to ``lock_timeout``
         seconds, then :class:`ProjectionLockedError`) and keeps it until
         :meth:`close`. An exception from the handler propagates; the batch it
-        was in is rolled back on PostgreSQL.
+        was in is rolled back on PostgreSQL. A lost connection raises
+        :class:`~eventstore.errors.DatabaseUnavailableError`, an exhausted pool
+        :class:`~eventstore.errors.OperationTimeoutError`; after any error the
+        next call takes the lock again. :class:`~eventstore.errors.ProjectionError`
+        when the batch could not be kept safe (see there).
         """
-        session = self._hold()
-        handled = 0
-        while True:
-            count = self._process_batch(session)
-            handled += count
-            if count < self.batch_size:
-                return handled
+        with self._dropped_on_error():
+            session = self._hold()
+            assert session is not None
+            return self._run_batches(session, None)
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Handle events as they come until ``stop`` is set or :meth:`stop` is called
-        (which sets ``stop``).
+        (which sets ``stop``); a standby waiting for the lock stops too.
 
-        A lost connection is survived: the lock is taken again (waiting if
-        another runner took over meanwhile) and work resumes from the checkpoint.
+        A lost connection (or a session the server ended, or a server that is
+        down) is survived: each retry is logged as a WARNING, after a pause that
+        grows from 0.2 s to 5 s while failures follow each other; the lock is
+        taken again (waiting if another
+        runner took over meanwhile) and work resumes from the checkpoint. Any
+        other error ends ``run()`` with that error: the handler's own, or the
+        library's for a database failure (a statement timeout is an
+        :class:`~eventstore.errors.OperationTimeoutError`).
         """
-        self._stopped = stop if stop is not None else threading.Event()
-        waiter = self.store._waiter()
+        self._stopped = stopped = stop if stop is not None else threading.Event()
+        with translated_errors():
+            waiter = self.store._waiter()
+        delay = _RETRY_DELAY
         try:
-            while not self._stopped.is_set():
+            while not stopped.is_set():
                 waiter.arm()
                 try:
-                    self.run_once()
-                except self.store._retryable_errors:
-                    self._release()
-                    self._stopped.wait(_RETRY_DELAY)
+                    with self._dropped_on_error():
+                        session = self._hold(stopped)
+                        if session is None:
+                            return
+                        self._run_batches(session, stopped)
+                except DatabaseUnavailableError as exc:
+                    if not _connection_lost(exc):
+                        raise
+                    logger.warning(
+                        "projection %r lost its connection; taking its lock again in %s s: %s",
+                        self.projection.name,
+                        delay,
+                        exc,
+                    )
+                    stopped.wait(delay)
+                    delay = min(2 * delay, _MAX_RETRY_DELAY)
                     continue
-                waiter.wait(self.poll_interval, self._stopped)
+                delay = _RETRY_DELAY
+                waiter.wait(self.poll_interval, stopped)
         finally:
             waiter.close()
 
@@ -174,27 +250,87 @@ class ProjectionRunner(Closing):
 
     def reset(self) -> None:
         """Forget the checkpoint and clear the projection's state (its ``reset``
-        callable), in one transaction; the next run rebuilds from the start."""
-        session = self._hold()
-        with session.transaction() as connection:
-            session.delete_checkpoint(connection)
-            if self.projection.reset is not None:
-                self.projection.reset(connection)
+        callable), in one transaction; the next run rebuilds from the start.
+        Takes the lock first, as :meth:`run_once` does."""
+        with self._dropped_on_error():
+            session = self._hold()
+            assert session is not None
+            with session.transaction() as connection:
+                session.delete_checkpoint(connection)
+                if self.projection.reset is not None:
+                    self.projection.reset(connection)
         self._read_on = None
 
     def close(self) -> None:
         """Release the projection's lock."""
         self._release()
 
-    def _hold(self) -> ProjectionSession:
-        if self._session is None:
-            self._session = self.store._projection_session(self.projection.name, self.lock_timeout)
-        return self._session
+    @contextmanager
+    def _dropped_on_error(self) -> Iterator[None]:
+        """Database failures as the library's errors; after any error the session
+        is closed, so the lock is taken again before anything else is read."""
+        try:
+            with translated_errors():
+                yield
+        except BaseException:
+            self._release()
+            raise
+
+    def _hold(self, stop: threading.Event | None = None) -> ProjectionSession | None:
+        """The session holding the lock; None if ``stop`` was set while waiting."""
+        if self._session is not None:
+            return self._session
+        session = self.store._projection_session(self.projection.name)
+        try:
+            acquired = self._acquire(session, stop)
+        except BaseException:
+            session.close()
+            raise
+        if not acquired:
+            session.close()
+            return None
+        try:
+            self.store.lifecycle.track(session)  # the store's close() ends it
+        except BaseException:  # the store was closed while the lock was awaited
+            session.close()
+            raise
+        self._session = session
+        self._finalizer = weakref.finalize(self, session.close)
+        self._finalizer.atexit = False
+        return session
+
+    def _acquire(self, session: ProjectionSession, stop: threading.Event | None) -> bool:
+        """Wait for the lock in slices of at most :data:`LOCK_SLICE`, so that
+        ``stop`` ends the wait (False); ProjectionLockedError after ``lock_timeout``."""
+        deadline = None if self.lock_timeout is None else time.monotonic() + self.lock_timeout
+        while True:
+            wait = LOCK_SLICE
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ProjectionLockedError(
+                        f"projection {self.projection.name!r} is being run elsewhere (no lock "
+                        f"after {self.lock_timeout} s): stop the other runner or wait for it"
+                    )
+                wait = min(wait, remaining)
+            if session.acquire(wait):
+                return True
+            if stop is not None and stop.is_set():
+                return False
 
     def _release(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            session.close()
+        self._session = None
+        finalizer, self._finalizer = self._finalizer, None
+        if finalizer is not None:
+            finalizer()
+
+    def _run_batches(self, session: ProjectionSession, stop: threading.Event | None) -> int:
+        handled = 0
+        while True:
+            count = self._process_batch(session)
+            handled += count
+            if count < self.batch_size or (stop is not None and stop.is_set()):
+                return handled
 
     def _process_batch(self, session: ProjectionSession) -> int:
         """Handle the next batch in one transaction with its checkpoint.
@@ -223,3 +359,28 @@ class ProjectionRunner(Closing):
                 stored = read_to
         self._read_on = None if read_to is None or read_to == stored else (stored, read_to)
         return len(page.events)
+
+
+def check_lock_timeout(lock_timeout: object) -> float | None:
+    """``lock_timeout`` as seconds: None, or a number more than 0 and at most
+    :data:`MAX_LOCK_TIMEOUT`; ValidationError otherwise."""
+    if lock_timeout is None:
+        return None
+    if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float)):
+        raise ValidationError(
+            f"lock_timeout must be a number of seconds or None, not {type(lock_timeout).__name__}"
+        )
+    if not (math.isfinite(lock_timeout) and 0 < lock_timeout <= MAX_LOCK_TIMEOUT):
+        raise ValidationError(
+            f"lock_timeout must be more than 0 and at most {MAX_LOCK_TIMEOUT} seconds "
+            f"(None waits without limit), got {lock_timeout}"
+        )
+    return float(lock_timeout)
+
+
+def _connection_lost(exc: DatabaseUnavailableError) -> bool:
+    """Whether ``exc`` means the connection is gone (the only failure :meth:`run`
+    retries): the driver's error says so, or the library raised it itself on
+    finding the session's connection gone (no driver error behind it)."""
+    cause = exc.__cause__
+    return cause is None or is_connection_lost(cause)

@@ -98,9 +98,9 @@ class PostgresProjectionSession:
         try:
             # Set while still pooled (SQLAlchemy keeps the setting with the pool entry).
             self._connection.execution_options(isolation_level="READ COMMITTED")
-            self._connection.detach()
-            driver = self._connection.connection.driver_connection
+            driver = self._connection.connection.dbapi_connection
             self._backend_pid: int = driver.info.backend_pid  # type: ignore[union-attr]
+            self._connection.detach()
             event.listen(self._connection, "commit", self._refuse_end)
             event.listen(self._connection, "rollback", self._refuse_end)
         except BaseException:

@@ -693,9 +693,12 @@ def _reads_from_a_snapshot(connection: Connection) -> bool:
         return level in _SNAPSHOT_LEVELS
     default = pooled.info.get(_DEFAULT_ISOLATION_KEY)
     if default is None:
-        rows = connection.exec_driver_sql(
-            "SELECT current_setting('default_transaction_isolation')"
-        ).fetchall()
+        try:
+            rows = connection.exec_driver_sql(
+                "SELECT current_setting('default_transaction_isolation')"
+            ).fetchall()
+        except sqlalchemy.exc.DBAPIError:
+            return False  # the transaction has failed: the statement that follows says so
         default = pooled.info[_DEFAULT_ISOLATION_KEY] = str(rows[0][0])
     return default in _SNAPSHOT_ISOLATION
 

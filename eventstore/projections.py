@@ -24,7 +24,12 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
 from eventstore._closing import Closing
-from eventstore._translate import is_connection_lost, translated_errors
+from eventstore._translate import (
+    OPERATIONAL_ERRORS,
+    is_connection_lost,
+    translate,
+    translated_errors,
+)
 from eventstore._validation import check_identifier, check_int
 from eventstore.errors import DatabaseUnavailableError, ProjectionLockedError, ValidationError
 from eventstore.feed import (
@@ -272,6 +277,9 @@ class ProjectionRunner(Closing):
         try:
             with translated_errors():
                 yield
+        except _HandlerError as raised:
+            self._release()
+            raise raised.error from raised.error.__cause__
         except BaseException:
             self._release()
             raise
@@ -349,7 +357,7 @@ class ProjectionRunner(Closing):
             page = session.read(connection, after, self.batch_size, self.projection.event_types)
             stored = checkpoint
             for event in page.events:
-                handler(event, connection)
+                _apply(handler, event, connection)
                 if session.checkpoint_each_event and event.position is not None:
                     session.save_checkpoint(connection, event.position)
                     stored = event.position
@@ -376,6 +384,28 @@ def check_lock_timeout(lock_timeout: object) -> float | None:
             f"(None waits without limit), got {lock_timeout}"
         )
     return float(lock_timeout)
+
+
+class _HandlerError(Exception):
+    """Carries what a handler raised past the runner's translation of its own
+    database errors: the handler's exceptions reach the caller as raised."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def _apply(handler: Handler, event: RecordedEvent, connection: Any) -> None:
+    """``handler(event, connection)``: an operational database failure in it (a
+    lost connection, a timeout, a conflict) as the library's error, so that
+    ``run()`` knows what to retry; anything else exactly as the handler raised it."""
+    try:
+        handler(event, connection)
+    except Exception as exc:
+        error = translate(exc)
+        if isinstance(error, OPERATIONAL_ERRORS):
+            raise error from exc
+        raise _HandlerError(exc) from None
 
 
 def _connection_lost(exc: DatabaseUnavailableError) -> bool:

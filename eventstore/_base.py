@@ -21,7 +21,7 @@ from eventstore._validation import (
     expected_bounds,
 )
 from eventstore.codec import CborCodec
-from eventstore.errors import StoreClosedError, ValidationError
+from eventstore.errors import ValidationError
 from eventstore.feed import (
     DEFAULT_POLL_INTERVAL,
     FeedPage,
@@ -390,12 +390,6 @@ class BaseEventStore(Closing, ABC):
     @abstractmethod
     def _waiter(self) -> Waiter:
         """A new waiter that wakes when events are appended."""
-
-    _retryable_errors: tuple[type[BaseException], ...] = (StoreClosedError,)
-    """Errors a running projection retries after (a lost connection; subscriptions
-    decide with :func:`eventstore.feed.connection_was_lost`). StoreClosedError is
-    one: the store's close() has stopped the runner, so its retry ends it quietly
-    instead of raising."""
 
     @abstractmethod
     def _projection_session(self, name: str) -> ProjectionSession:

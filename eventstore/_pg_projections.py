@@ -14,7 +14,6 @@ from psycopg.types.numeric import Int8
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, RootTransaction
 
-from eventstore._translate import OPERATIONAL_ERRORS
 from eventstore.errors import DatabaseUnavailableError, ProjectionError
 from eventstore.feed import FeedPage
 from eventstore.records import Position
@@ -53,13 +52,6 @@ RETURNING 1
 """
 _TERMINATE = "SELECT pg_terminate_backend(%(pid)s)"
 _DELETE_CHECKPOINT = "DELETE FROM projection_checkpoints WHERE name = %(name)s"
-
-RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
-    psycopg.OperationalError,
-    sqlalchemy.exc.OperationalError,
-    *OPERATIONAL_ERRORS,
-)
-"""Errors a subscription retries after (a lost connection)."""
 
 _HANDLER_ENDED_TRANSACTION = (
     "a projection handler must not commit or roll back the connection it is given: the "

@@ -23,6 +23,25 @@ MAX_VERSION = 2**63 - 1
 """The largest BIGINT: the upper bound of a version range left open."""
 
 
+MAX_TIMEOUT_SECONDS = 2_147_483
+"""PostgreSQL's largest timeout (2^31 - 1 ms), in whole seconds."""
+
+
+def check_seconds(value: object, what: str, *, zero_allowed: bool) -> float:
+    """``value`` as a float if it is a finite number of seconds PostgreSQL can wait:
+    at most :data:`MAX_TIMEOUT_SECONDS`, more than 0 (or 0 itself when
+    ``zero_allowed``); ValidationError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(f"{what} must be a number of seconds, not {type(value).__name__}")
+    lowest_ok = value >= 0 if zero_allowed else value > 0
+    if not (math.isfinite(value) and lowest_ok and value <= MAX_TIMEOUT_SECONDS):
+        lowest = "0" if zero_allowed else "more than 0"
+        raise ValidationError(
+            f"{what} must be {lowest} and at most {MAX_TIMEOUT_SECONDS} seconds, got {value}"
+        )
+    return float(value)
+
+
 def check_identifier(value: object, what: str) -> str:
     """Return ``value`` if it is a usable stream id or event type, else raise."""
     if _is_plain_identifier(value):

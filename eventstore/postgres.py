@@ -20,7 +20,6 @@ int4 or int8 by value, and each combination of types is prepared separately.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -39,16 +38,14 @@ from eventstore._engines import check_engine
 from eventstore._listen import NOTIFY_CHANNEL, Listener, ListenWaiter
 from eventstore._pg_projections import (
     LOAD_CHECKPOINT,
-    RETRYABLE_ERRORS,
     PostgresProjectionSession,
 )
 from eventstore._translate import is_connection_lost, translate, translated_errors
-from eventstore._validation import EncodedBatch
+from eventstore._validation import EncodedBatch, check_seconds
 from eventstore.errors import (
     DEADLOCK_DETAIL,
     STALE_SNAPSHOT_DETAIL,
     ConcurrencyError,
-    StoreClosedError,
     TransactionConflictError,
     ValidationError,
 )
@@ -550,8 +547,6 @@ class PostgresEventStore(BaseEventStore):
         started with the first waiter and stopped when the last is closed."""
         return self._listener.waiter()
 
-    _retryable_errors: tuple[type[BaseException], ...] = (*RETRYABLE_ERRORS, StoreClosedError)
-
     def _projection_session(self, name: str) -> ProjectionSession:
         self.lifecycle.check_open()
         with translated_errors(connecting=True, database=self.engine.url.database):
@@ -713,23 +708,14 @@ def _rollback_detail(failure: TransactionConflictError) -> str:
 
 def _milliseconds(seconds: object, name: str) -> int:
     """``seconds`` as whole milliseconds for a PostgreSQL setting (at least 1 unless 0)."""
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-        raise ValidationError(f"{name} must be a number of seconds, not {type(seconds).__name__}")
-    if not (math.isfinite(seconds) and 0 <= seconds <= _MAX_TIMEOUT_SECONDS):
-        raise ValidationError(
-            f"{name} must be between 0 and {_MAX_TIMEOUT_SECONDS} seconds, got {seconds}"
-        )
-    return 0 if seconds == 0 else max(1, round(seconds * 1000))
+    checked = check_seconds(seconds, name, zero_allowed=True)
+    return 0 if checked == 0 else max(1, round(checked * 1000))
 
 
 def _check_notify(notify: object) -> bool:
     if not isinstance(notify, bool):
         raise ValidationError(f"notify must be True or False, not {notify!r}")
     return notify
-
-
-_MAX_TIMEOUT_SECONDS = 2_147_483
-"""PostgreSQL's largest timeout (2^31 - 1 ms), in whole seconds."""
 
 
 def _with_settings(url: URL, connect_args: object, settings: dict[str, int]) -> dict[str, Any]:

@@ -15,7 +15,6 @@ before reading anything more. The stored checkpoint never moves backwards.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 import weakref
@@ -30,8 +29,13 @@ from eventstore._translate import (
     translate,
     translated_errors,
 )
-from eventstore._validation import check_identifier, check_int
-from eventstore.errors import DatabaseUnavailableError, ProjectionLockedError, ValidationError
+from eventstore._validation import check_identifier, check_int, check_seconds
+from eventstore.errors import (
+    DatabaseUnavailableError,
+    ProjectionLockedError,
+    StoreClosedError,
+    ValidationError,
+)
 from eventstore.feed import (
     DEFAULT_POLL_INTERVAL,
     FeedPage,
@@ -58,9 +62,6 @@ LOCK_SLICE = 0.5
 """Longest single wait for a projection's lock, so that a stop request is seen promptly.
 A waiting runner is woken at once when the lock is released; on PostgreSQL each
 slice costs one short transaction."""
-
-MAX_LOCK_TIMEOUT = 2_147_483
-"""The largest ``lock_timeout``, in seconds: PostgreSQL's largest timeout (2^31 - 1 ms)."""
 
 
 class Projection:
@@ -227,6 +228,8 @@ class ProjectionRunner(Closing):
                         if session is None:
                             return
                         self._run_batches(session, stopped)
+                except StoreClosedError:
+                    return  # the store's close() stopped this runner
                 except DatabaseUnavailableError as exc:
                     if not _connection_lost(exc):
                         raise
@@ -370,20 +373,12 @@ class ProjectionRunner(Closing):
 
 
 def check_lock_timeout(lock_timeout: object) -> float | None:
-    """``lock_timeout`` as seconds: None, or a number more than 0 and at most
-    :data:`MAX_LOCK_TIMEOUT`; ValidationError otherwise."""
+    """``lock_timeout`` as seconds: None (wait without limit), or a number more than
+    0 and at most :data:`~eventstore._validation.MAX_TIMEOUT_SECONDS`;
+    ValidationError otherwise."""
     if lock_timeout is None:
         return None
-    if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float)):
-        raise ValidationError(
-            f"lock_timeout must be a number of seconds or None, not {type(lock_timeout).__name__}"
-        )
-    if not (math.isfinite(lock_timeout) and 0 < lock_timeout <= MAX_LOCK_TIMEOUT):
-        raise ValidationError(
-            f"lock_timeout must be more than 0 and at most {MAX_LOCK_TIMEOUT} seconds "
-            f"(None waits without limit), got {lock_timeout}"
-        )
-    return float(lock_timeout)
+    return check_seconds(lock_timeout, "lock_timeout", zero_allowed=False)
 
 
 class _HandlerError(Exception):

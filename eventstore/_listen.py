@@ -217,6 +217,7 @@ class ListenWaiter:
         self._seen = listener.generation()
         self._closed = threading.Event()
         self._release_once = threading.Lock()
+        self._pid = os.getpid()  # a waiter inherited by a forked child counts for nothing there
 
     def arm(self) -> None:
         """Remember the current generation: a notification after this ends the next wait."""
@@ -233,7 +234,8 @@ class ListenWaiter:
             if self._closed.is_set():
                 return
             self._closed.set()
-        self._listener.release()
+        if self._pid == os.getpid():
+            self._listener.release()
 
 
 def _close_quietly(connection: psycopg.Connection[Any]) -> None:

@@ -113,8 +113,10 @@ def check_feed_filter(
 
 def check_after(after: object) -> Position | None:
     """``after`` if it is None or a :class:`Position`."""
-    if after is None or isinstance(after, Position):
+    if after is None or type(after) is Position:
         return after
+    if isinstance(after, Position):  # a subclass of the application's: compare as ours
+        return Position(after.transaction_id, after.sequence)
     raise ValidationError(
         f"after must be an eventstore.Position or None, not {type(after).__name__}; "
         "use Position.parse(text) for a stored checkpoint"

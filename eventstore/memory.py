@@ -101,6 +101,8 @@ class InMemoryEventStore(BaseEventStore):
                 raise TransactionConflictError.for_stream(
                     stream_id, expected_version, self._head(stream_id, unit), DEADLOCK_DETAIL
                 ) from None
+            if unit is not None:
+                self._unit_of(unit)  # still open: it may have ended while this waited
             head = self._head(stream_id, unit)
             if not lowest <= head <= highest:
                 raise ConcurrencyError(stream_id, expected_version, head)

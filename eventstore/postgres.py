@@ -20,8 +20,10 @@ int4 or int8 by value, and each combination of types is prepared separately.
 
 from __future__ import annotations
 
+import os
+import weakref
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import Any
 
@@ -297,6 +299,7 @@ class PostgresEventStore(BaseEventStore):
         self.engine = check_engine(engine)
         self._owns_engine = False
         self._listener = Listener(self.engine)
+        _reset_pool_in_forked_children(self)
         self.notify = _check_notify(notify)
         self._append_one, self._append_many = (
             (_APPEND_ONE, _APPEND) if notify else (_APPEND_ONE_SILENT, _APPEND_SILENT)
@@ -533,14 +536,25 @@ class PostgresEventStore(BaseEventStore):
         """A connection in a transaction of its own (``engine.begin()``): it
         commits when the block ends and rolls back when it raises; see
         :meth:`BaseEventStore.transaction`. Your own statements may run on it
-        too, so events commit together with your rows. Failures to connect or
-        to commit raise the library's errors."""
+        too, so events commit together with your rows. Failures to connect,
+        begin or commit raise the library's errors; what the block raises (your
+        own statements' errors among them) propagates as it was raised."""
         self.lifecycle.check_open()
         database = self.engine.url.database
         with translated_errors(connecting=True, database=database):
             connection = self.engine.connect()
-        with connection, translated_errors(database=database), connection.begin():
-            yield connection
+        with connection:
+            with translated_errors(database=database):
+                transaction = connection.begin()
+            try:
+                yield connection
+            except BaseException:
+                if transaction.is_active:
+                    with suppress(sqlalchemy.exc.SQLAlchemyError):
+                        transaction.rollback()  # a dead connection is rolled back already
+                raise
+            with translated_errors(database=database):
+                transaction.commit()
 
     def _waiter(self) -> ListenWaiter:
         """A waiter on the store's one listening connection (outside the pool),
@@ -589,6 +603,13 @@ class PostgresEventStore(BaseEventStore):
                 raise ValidationError(
                     "connection has ended (closed, or its with block is over): "
                     "open a new one with store.transaction()"
+                )
+            if savepoint and getattr(connection.connection.driver_connection, "autocommit", False):
+                raise ValidationError(
+                    "connection is in AUTOCOMMIT (isolation_level='AUTOCOMMIT'): a write "
+                    "through it could not be all or nothing with your other statements; pass "
+                    "a connection in a transaction (store.transaction() yields one), or leave "
+                    "out connection= to let the store commit it on its own; nothing was written"
                 )
             try:
                 if savepoint:
@@ -659,6 +680,10 @@ class PostgresEventStore(BaseEventStore):
         finally:
             if not was_autocommit and not driver.closed:
                 driver.autocommit = False
+            if self._owns_engine and self.lifecycle.closed:
+                # Closed while this call ran: the engine's pool was disposed, so the
+                # connection is closed here rather than kept by a pool nobody uses.
+                pooled.invalidate()
             pooled.close()
         return self._fetch_autocommit(sql, params, append_to, retry=False)
 
@@ -710,6 +735,23 @@ def _milliseconds(seconds: object, name: str) -> int:
     """``seconds`` as whole milliseconds for a PostgreSQL setting (at least 1 unless 0)."""
     checked = check_seconds(seconds, name, zero_allowed=True)
     return 0 if checked == 0 else max(1, round(checked * 1000))
+
+
+def _reset_pool_in_forked_children(store: PostgresEventStore) -> None:
+    """In a child forked after ``store`` was built (a pre-forking web server, a
+    multiprocessing pool), the pool starts empty: the parent's pooled connections
+    are the parent's (two processes on one connection get each other's answers or
+    hang). As SQLAlchemy advises, the child forgets them without closing them."""
+    if not hasattr(os, "register_at_fork"):
+        return
+    store_ref = weakref.ref(store)
+
+    def forget_parents_connections() -> None:
+        kept = store_ref()
+        if kept is not None:
+            kept.engine.dispose(close=False)
+
+    os.register_at_fork(after_in_child=forget_parents_connections)
 
 
 def _check_notify(notify: object) -> bool:

@@ -8,7 +8,11 @@ from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 from eventstore._validation import check_int, expected_bounds
-from eventstore.errors import ConcurrencyError, DatabaseUnavailableError
+from eventstore.errors import (
+    ConcurrencyError,
+    DatabaseUnavailableError,
+    TransactionConflictError,
+)
 from eventstore.records import ExpectedVersion, NewEvent, RecordedEvent, StreamState
 from eventstore.store import EventStore
 
@@ -110,6 +114,12 @@ class Repository(Generic[State]):
         for attempt in range(_RELOADS):
             try:
                 return self._append_at(stream_id, events, state, base, connection)
+            except TransactionConflictError as conflict:
+                # A deadlock or a stale snapshot: only retrying the caller's whole
+                # transaction can help, so no reload; the caller's condition is named.
+                raise TransactionConflictError.for_stream(
+                    stream_id, expected_version, conflict.actual, conflict.detail or ""
+                ) from conflict.__cause__
             except ConcurrencyError as conflict:
                 # A racing writer got in first: reload (evolve may have changed the
                 # loaded state in place) and try again on top of its events. A

@@ -180,6 +180,17 @@ def backends(admin: psycopg.Connection[Any], application_name: str) -> list[tupl
     return [(int(pid), str(state)) for pid, state in rows]
 
 
+def count_backends(url: str, application_name: str) -> int:
+    """How many sessions named ``application_name`` the server at ``url`` has open."""
+    with psycopg.connect(libpq_url(url), autocommit=True) as admin:
+        row = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+            (application_name,),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def terminate(admin: psycopg.Connection[Any], pid: int, *, wait: bool = False) -> bool:
     """pg_terminate_backend(pid); with ``wait``, return only once the backend is gone."""
     if wait:

@@ -10,9 +10,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import psycopg
 import pytest
-from _faults import libpq_url, url_with
+from _faults import count_backends, url_with
 from _store_helpers import STORE_KINDS
 from sqlalchemy import create_engine, text
 
@@ -66,16 +65,6 @@ def _public_calls(store: Any) -> dict[str, Callable[[], object]]:
     }
 
 
-def _backends(url: str, application_name: str) -> int:
-    with psycopg.connect(libpq_url(url), autocommit=True) as admin:
-        row = admin.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
-            (application_name,),
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 def test_after_close_every_public_call_raises_store_closed_error(
     fresh_store: Any, eventstore_database_url: str
 ) -> None:
@@ -96,7 +85,7 @@ def test_after_close_every_public_call_raises_store_closed_error(
         # No call opened a connection after close(): the store holds none.
         application = store.engine.url.query["application_name"]
         assert isinstance(application, str)
-        assert _backends(eventstore_database_url, application) == 0
+        assert count_backends(eventstore_database_url, application) == 0
 
 
 def test_an_iterator_started_before_close_stops_reading_after_it(fresh_store: Any) -> None:

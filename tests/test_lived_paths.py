@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import pytest
+from _faults import count_backends
 from _store_helpers import STORE_KINDS, store_for, wait_for_feed_horizon
 
 from eventstore import (
@@ -104,21 +105,6 @@ def test_a_forked_child_and_its_parent_each_get_their_own_answers(
 # -- close() --------------------------------------------------------------------------
 
 
-def _open_connections(url: str, application_name: str) -> int:
-    import psycopg
-
-    from eventstore.urls import normalize_url
-
-    libpq = normalize_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(libpq, autocommit=True) as admin:
-        row = admin.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
-            (application_name,),
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 def test_close_leaves_no_connection_open_when_calls_were_connecting_meanwhile(
     eventstore_database_url: str,
 ) -> None:
@@ -142,7 +128,7 @@ def test_close_leaves_no_connection_open_when_calls_were_connecting_meanwhile(
     for thread in threads:
         thread.join()
     time.sleep(0.2)
-    assert _open_connections(eventstore_database_url, name) == 0
+    assert count_backends(eventstore_database_url, name) == 0
 
 
 def test_repository_any_append_with_a_stale_snapshot_raises_transaction_conflict_error(

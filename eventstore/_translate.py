@@ -192,8 +192,8 @@ def translate(
             return None
         if connecting or _failed_to_connect(exc):
             return _connect_failure(exc, database)
-        return _lost(_first_line(exc), None, append_to)
-    detail = exc.diag.message_primary or _first_line(exc)
+        return _lost(first_line(exc), None, append_to)
+    detail = exc.diag.message_primary or first_line(exc)
     if sqlstate in ("42P01", "42703"):  # undefined table, undefined column
         return SchemaError(
             f"the event store schema is missing or out of date ({detail}): "
@@ -346,7 +346,7 @@ def _failed_to_connect(exc: psycopg.OperationalError) -> bool:
 
 
 def _connect_failure(exc: psycopg.Error, database: str | None) -> EventStoreError:
-    detail = _first_line(exc)
+    detail = first_line(exc)
     text = str(exc)
     if _AUTHENTICATION_TEXT.search(text):
         return AuthenticationError(
@@ -407,8 +407,10 @@ def _pool_timeout(exc: sqlalchemy.exc.TimeoutError) -> OperationTimeoutError:
     )
 
 
-def _first_line(exc: BaseException) -> str:
-    for line in str(exc).splitlines():
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of ``exc``'s message (of the driver's error a
+    SQLAlchemy error wraps), or the exception's class name when it has none."""
+    for line in str(getattr(exc, "orig", None) or exc).splitlines():
         if line.strip():
             return line.strip()
     return type(exc).__name__

@@ -13,26 +13,33 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import alembic.command as command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from alembic.script.revision import RevisionError
 from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import URL
 
+from eventstore import _catalog
 from eventstore._engines import engine_for
 from eventstore.errors import SchemaError, ValidationError
 from eventstore.urls import normalize_url
 
 __all__ = [
     "BRANCH_LABEL",
+    "UPGRADE_ADVICE",
     "VERSION_TABLE",
+    "SchemaState",
     "alembic_config",
     "current",
     "downgrade",
+    "head_revision",
+    "schema_state",
     "script_location",
     "upgrade",
 ]
@@ -42,6 +49,9 @@ VERSION_TABLE = "eventstore_alembic_version"
 
 BRANCH_LABEL = "eventstore"
 """The branch label of the first revision, for merging into an application's history."""
+
+UPGRADE_ADVICE = "run `eventstore migrate upgrade` (or `alembic upgrade head`)"
+"""What to do about a database whose schema is missing or behind, in words for errors."""
 
 # Serialises concurrent upgrade()/downgrade() calls on one database (for example
 # several application instances migrating at start-up): without it, two of them
@@ -128,6 +138,70 @@ def current(url_or_engine: str | URL | Engine) -> str | None:
     with _connection(url_or_engine) as connection:
         context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
         return context.get_current_revision()
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    """A database's schema as the library's revisions see it (see :func:`schema_state`)."""
+
+    revision: str | None
+    """The revision recorded in :data:`VERSION_TABLE`; None when none is."""
+    head: str
+    """The newest revision this version of the library ships."""
+    known: frozenset[str]
+    """Every revision this version of the library ships."""
+    has_tables: bool
+    """Whether the tables of the newest schema are there (``snapshots`` and
+    ``events.transaction_id``), whatever revision is recorded."""
+
+    @property
+    def at_head(self) -> bool:
+        """The recorded revision is the newest one."""
+        return self.revision == self.head
+
+    @property
+    def usable(self) -> bool:
+        """At head, or no revision recorded here but the newest tables present: a
+        database whose revisions were merged into the application's own Alembic
+        history records them in the application's version table instead."""
+        return self.at_head or (self.revision is None and self.has_tables)
+
+    @property
+    def unknown(self) -> bool:
+        """A revision is recorded that this version of the library does not ship
+        (the database was migrated by a newer version)."""
+        return self.revision is not None and self.revision not in self.known
+
+
+def head_revision() -> str:
+    """The newest revision this version of the library ships."""
+    head = _script().get_current_head()
+    if head is None:  # pragma: no cover - the package always ships revisions
+        raise SchemaError("pg-eventstore's migrations have no head revision")
+    return head
+
+
+def schema_state(connection: Connection) -> SchemaState:
+    """Read the schema state of the database ``connection`` is on; creates nothing.
+
+    Runs in whatever transaction ``connection`` has (read-only statements only).
+    """
+    script = _script()
+    revision = None
+    if _catalog.relation_exists(connection, VERSION_TABLE):
+        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+        revision = context.get_current_revision()
+    return SchemaState(
+        revision=revision,
+        head=head_revision(),
+        known=frozenset(r.revision for r in script.walk_revisions()),
+        has_tables=_catalog.relation_exists(connection, "snapshots")
+        and _catalog.column_exists(connection, "events", "transaction_id"),
+    )
+
+
+def _script() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config())
 
 
 def _check_revision(revision: object) -> None:

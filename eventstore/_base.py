@@ -4,11 +4,19 @@ decoding and paging. Backends supply the storage primitives."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
+from eventstore._backend import (
+    DEFAULT_BATCH_SIZE,
+    FeedPage,
+    ProjectionSession,
+    ReadPage,
+    StoredEventRow,
+    Waiter,
+)
 from eventstore._closing import Closing
 from eventstore._lifecycle import Lifecycle
 from eventstore._validation import (
@@ -24,16 +32,12 @@ from eventstore.codec import CborCodec
 from eventstore.errors import ValidationError
 from eventstore.feed import (
     DEFAULT_POLL_INTERVAL,
-    FeedPage,
-    ReadPage,
     Subscription,
-    Waiter,
     check_after,
     check_feed_filter,
     check_poll_interval,
     page_through,
 )
-from eventstore.projections import ProjectionSession
 from eventstore.records import (
     ExpectedVersion,
     Position,
@@ -42,21 +46,16 @@ from eventstore.records import (
     recorded_event,
 )
 from eventstore.registry import EventRegistry
-from eventstore.store import DEFAULT_BATCH_SIZE, paginate
-
-StoredEventRow = Sequence[Any]
-"""``(stream_id, version, event_type, event_data, metadata, created_at,
-transaction_id, sequence)`` as a backend returns it."""
+from eventstore.store import EventStore
 
 
-class BaseEventStore(Closing, ABC):
-    """The public contract of :class:`eventstore.EventStore`, written once.
+class BaseEventStore(Closing, EventStore, ABC):
+    """The half of :class:`~eventstore.store.EventStore` that is the same for every
+    backend, written once; the contract is documented there.
 
     Every argument is checked and every payload encoded before a primitive is
-    called, so a bad call never reaches storage.
-
-    A store is open until :meth:`close` (or the end of its ``with`` block); after
-    that every public call raises :class:`~eventstore.errors.StoreClosedError`.
+    called, so a bad call never reaches storage. Backends implement the
+    abstract primitives at the end of the class.
     """
 
     def __init__(self, registry: EventRegistry | None = None) -> None:
@@ -67,18 +66,9 @@ class BaseEventStore(Closing, ABC):
 
     @property
     def closed(self) -> bool:
-        """True once :meth:`close` was called."""
         return self.lifecycle.closed
 
     def close(self) -> None:
-        """Close the store: every later call raises StoreClosedError.
-
-        Live subscriptions end (their iteration stops), running projection
-        runners return from ``run()`` and give up their locks, and the backend
-        lets go of what it holds (a PostgreSQL store built by ``from_url``
-        disposes its engine; a shared engine is left open). Idempotent, and
-        safe from any thread, also while other threads use the store.
-        """
         if self.lifecycle.close():
             self._release()
 
@@ -87,7 +77,6 @@ class BaseEventStore(Closing, ABC):
 
     @property
     def registry(self) -> EventRegistry:
-        """The registry whose classes payloads are encoded and rebuilt with."""
         return self.codec.registry
 
     def append_events(
@@ -98,15 +87,6 @@ class BaseEventStore(Closing, ABC):
         expected_version: ExpectedVersion,
         connection: Any = None,
     ) -> int:
-        """Append ``events`` atomically if the stream is at ``expected_version``.
-
-        ``events`` holds :class:`NewEvent` objects or instances of registered
-        dataclasses. Returns the stream's new version. Raises
-        :class:`ConcurrencyError` when the stream is elsewhere or a racing writer
-        got there first, :class:`ValidationError` / :class:`SerializationError`
-        for bad input (checked before storage is touched); nothing is written
-        then.
-        """
         self.lifecycle.check_open()
         check_identifier(stream_id, "stream_id")
         lowest, highest = expected_bounds(expected_version)
@@ -122,9 +102,6 @@ class BaseEventStore(Closing, ABC):
         limit: int | None = None,
         connection: Any = None,
     ) -> list[RecordedEvent]:
-        """Events ``from_version`` to ``to_version`` (inclusive), oldest first, at
-        most ``limit``; ``[]`` for a missing stream. Raises
-        :class:`DeserializationError` for a payload that cannot be decoded."""
         self.lifecycle.check_open()
         check_identifier(stream_id, "stream_id")
         low, high = check_range(from_version, to_version)
@@ -138,9 +115,6 @@ class BaseEventStore(Closing, ABC):
         to_version: int | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> Iterator[RecordedEvent]:
-        """Like :meth:`load_events`, fetched in pages of ``batch_size`` events so a
-        stream of any length is read in bounded memory. Arguments are checked
-        when the call is made, not at the first ``next()``."""
         self.lifecycle.check_open()
         check_identifier(stream_id, "stream_id")
         low, high = check_range(from_version, to_version)
@@ -159,7 +133,6 @@ class BaseEventStore(Closing, ABC):
         )
 
     def stream_version(self, stream_id: str) -> int:
-        """The version of the stream's last event; 0 when it has none."""
         self.lifecycle.check_open()
         check_identifier(stream_id, "stream_id")
         return self._stream_version(stream_id, None)
@@ -167,13 +140,6 @@ class BaseEventStore(Closing, ABC):
     def save_snapshot(
         self, stream_id: str, version: int, state: Any, connection: Any = None
     ) -> bool:
-        """Store ``state`` as of ``version`` unless a snapshot as new or newer is kept.
-
-        Returns True when written, False when the kept snapshot is at the same or
-        a newer version (an older snapshot never replaces a newer one). Raises
-        :class:`ValidationError` when ``version`` is past the stream's last
-        event, :class:`SerializationError` when ``state`` cannot be encoded.
-        """
         self.lifecycle.check_open()
         check_identifier(stream_id, "stream_id")
         check_int(version, "version", minimum=1)
@@ -188,8 +154,6 @@ class BaseEventStore(Closing, ABC):
         return written
 
     def load_snapshot(self, stream_id: str) -> Snapshot | None:
-        """The stream's snapshot, or None. Raises :class:`DeserializationError`
-        when the stored state cannot be decoded."""
         self.lifecycle.check_open()
         check_identifier(stream_id, "stream_id")
         stored = self._load_snapshot(stream_id)
@@ -200,27 +164,11 @@ class BaseEventStore(Closing, ABC):
         return Snapshot(stream_id, version, state, created_at)
 
     @abstractmethod
-    def transaction(self) -> AbstractContextManager[Any]:
-        """A unit of work over any number of streams, as a context manager.
-
-        Pass what it yields as ``connection=`` to :meth:`append_events`,
-        :meth:`load_events` and :meth:`save_snapshot`: what they write commits
-        together when the ``with`` block ends, or not at all when it raises
-        (a :class:`ConcurrencyError` caught inside leaves it usable). Reads
-        through it see its own writes; other readers see them once it commits,
-        in the feed one after the other in the order they were appended.
-        Another writer of a stream it appended to waits until it ends, then
-        gets the usual answer. Using it after its block, or with another store,
-        raises :class:`ValidationError`.
-        """
+    def transaction(self) -> AbstractContextManager[Any]: ...
 
     # -- the global feed --------------------------------------------------------------
 
     def feed_head(self) -> Position | None:
-        """The position of the last event of the global feed visible now (the
-        same visibility as :meth:`read_all`), or None when none is: subscribe or
-        read with ``after=store.feed_head()`` to start from now without reading
-        the feed. Cheap: one probe of the end of the feed's index."""
         self.lifecycle.check_open()
         return self._feed_head()
 
@@ -232,14 +180,6 @@ class BaseEventStore(Closing, ABC):
         event_types: Iterable[str] | None = None,
         stream_prefix: str | None = None,
     ) -> list[RecordedEvent]:
-        """Events of every stream in feed order, strictly after ``after``.
-
-        At most ``limit`` events, only those of ``event_types`` (None: all) in
-        streams whose id starts with ``stream_prefix`` (a plain prefix). Fewer
-        than ``limit`` events means the reader has reached the visible end. On
-        PostgreSQL an event becomes visible once every transaction older than
-        its own has ended, so a late commit never lands behind a checkpoint.
-        """
         self.lifecycle.check_open()
         start = check_after(after)
         check_int(limit, "limit", minimum=1)
@@ -255,7 +195,6 @@ class BaseEventStore(Closing, ABC):
         event_types: Iterable[str] | None = None,
         stream_prefix: str | None = None,
     ) -> Iterator[RecordedEvent]:
-        """Like :meth:`read_all` up to the visible end, in pages of ``batch_size``."""
         self.lifecycle.check_open()
         start = check_after(after)
         check_int(batch_size, "batch_size", minimum=1)
@@ -271,17 +210,6 @@ class BaseEventStore(Closing, ABC):
         batch_size: int = DEFAULT_BATCH_SIZE,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
     ) -> Subscription:
-        """An iterator that catches up from ``after``, then follows new events.
-
-        Woken by the backend when events are appended, and polling every
-        ``poll_interval`` seconds in case a wake-up is lost. Call ``stop()`` or
-        ``close()`` (from any thread) or leave its ``with`` block to end it.
-        Needs no database connection to be created: on PostgreSQL each read
-        borrows a pooled connection, and all the store's subscriptions share
-        one listening connection outside the pool. See
-        :class:`~eventstore.feed.Subscription` for the errors it retries and
-        the ones that end it.
-        """
         self.lifecycle.check_open()
         start = check_after(after)
         check_int(batch_size, "batch_size", minimum=1)
@@ -413,3 +341,31 @@ class BaseEventStore(Closing, ABC):
     @abstractmethod
     def _load_snapshot(self, stream_id: str) -> tuple[int, bytes, datetime] | None:
         """The stored ``(version, state, created_at)``, or None."""
+
+
+def paginate(
+    load_rows: Callable[[int, int, int], Sequence[Sequence[Any]]],
+    decode: Callable[[Sequence[Sequence[Any]]], Iterator[RecordedEvent]],
+    low: int,
+    high: int,
+    batch_size: int,
+) -> Iterator[RecordedEvent]:
+    """Yield the events ``low`` to ``high`` of a stream, fetched ``batch_size`` rows
+    at a time.
+
+    ``load_rows(low, high, limit)`` loads one page of stored rows, oldest first,
+    the version in column 1; ``decode(rows)`` turns them into events one at a
+    time, as they are asked for. Paging by version (not offset) stays correct
+    while the stream grows. A page's rows are let go before the next page is
+    fetched, so memory stays flat (and warm) however long the stream.
+    """
+    while low <= high:
+        rows = load_rows(low, high, batch_size)
+        if not rows:
+            return
+        full = len(rows) >= batch_size
+        low = rows[-1][1] + 1
+        yield from decode(rows)
+        del rows
+        if not full:
+            return

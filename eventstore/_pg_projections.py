@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import Any
 
 import psycopg
 import psycopg.errors
 import sqlalchemy.exc
 from psycopg.types.numeric import Int8
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, RootTransaction
+from sqlalchemy.engine import Connection, Engine, RootTransaction
 
+from eventstore._backend import FeedPage
 from eventstore.errors import DatabaseUnavailableError, ProjectionError
-from eventstore.feed import FeedPage
 from eventstore.records import Position
 
-if TYPE_CHECKING:
-    from eventstore.postgres import PostgresEventStore
+Execute = Callable[[str, dict[str, Any], Connection], list[Any]]
+"""``execute(sql, params, connection)``: run one statement in ``connection``'s
+transaction and return its rows, with the store's error translation."""
+
+ReadFeed = Callable[[Connection, Position | None, int, list[str] | None], FeedPage]
+"""``read_feed(connection, after, limit, event_types)``: a page of the feed read
+in ``connection``'s transaction."""
 
 _PROJECTION_LOCK_NAMESPACE = 0x4553
 """First key of the two-key advisory locks that guard projections ("ES")."""
@@ -79,14 +84,16 @@ class PostgresProjectionSession:
 
     checkpoint_each_event = False
 
-    def __init__(self, store: PostgresEventStore, name: str) -> None:
-        self._store = store
+    def __init__(self, engine: Engine, execute: Execute, read_feed: ReadFeed, name: str) -> None:
+        self._engine = engine
+        self._execute = execute
+        self._read_feed = read_feed
         self._name = name
         self._lock_params = {"namespace": _PROJECTION_LOCK_NAMESPACE, "name": name}
         self._ending = False  # True while the session itself commits or rolls back
         self._refused = False  # True once the handler tried to end a transaction
         self._closing = threading.Lock()
-        self._connection = store.engine.connect()
+        self._connection = engine.connect()
         try:
             # Set while still pooled (SQLAlchemy keeps the setting with the pool entry).
             self._connection.execution_options(isolation_level="READ COMMITTED")
@@ -116,7 +123,7 @@ class PostgresProjectionSession:
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         with self._begin() as connection:
-            if not self._store._fetch(_LOCK_FOR_TRANSACTION, self._lock_params, connection)[0][0]:
+            if not self._execute(_LOCK_FOR_TRANSACTION, self._lock_params, connection)[0][0]:
                 raise ProjectionError(
                     f"the runner of projection {self._name!r} no longer holds its lock on its "
                     "database session, so it handles nothing. Most likely the connection goes "
@@ -129,7 +136,7 @@ class PostgresProjectionSession:
             yield connection
 
     def load_checkpoint(self, connection: Connection) -> Position | None:
-        rows = self._store._fetch(LOAD_CHECKPOINT, {"name": self._name}, connection)
+        rows = self._execute(LOAD_CHECKPOINT, {"name": self._name}, connection)
         return Position(rows[0][0], rows[0][1]) if rows else None
 
     def save_checkpoint(self, connection: Connection, position: Position) -> None:
@@ -138,7 +145,7 @@ class PostgresProjectionSession:
             "transaction_id": Int8(position.transaction_id),
             "position": Int8(position.sequence),
         }
-        if not self._store._fetch(_SAVE_CHECKPOINT, params, connection):
+        if not self._execute(_SAVE_CHECKPOINT, params, connection):
             raise ProjectionError(
                 f"the checkpoint of projection {self._name!r} is already at or past {position}: "
                 "another runner handled these events while this one worked, and a checkpoint "
@@ -148,7 +155,7 @@ class PostgresProjectionSession:
             )
 
     def delete_checkpoint(self, connection: Connection) -> None:
-        self._store._fetch(_DELETE_CHECKPOINT, {"name": self._name}, connection)
+        self._execute(_DELETE_CHECKPOINT, {"name": self._name}, connection)
 
     def read(
         self,
@@ -157,7 +164,7 @@ class PostgresProjectionSession:
         limit: int,
         event_types: list[str] | None,
     ) -> FeedPage:
-        return self._store._feed_page(after, limit, event_types, None, connection)
+        return self._read_feed(connection, after, limit, event_types)
 
     def stop(self) -> None:
         """End the session from the server's side, for the store's close(): the
@@ -168,7 +175,7 @@ class PostgresProjectionSession:
             if self._connection.closed:
                 return
             try:
-                with self._store.engine.connect() as other:
+                with self._engine.connect() as other:
                     other.exec_driver_sql(_TERMINATE, {"pid": self._backend_pid})
             except sqlalchemy.exc.DBAPIError:
                 pass  # the server cannot be reached: the session is gone with it

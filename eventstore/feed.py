@@ -13,9 +13,9 @@ import logging
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from typing import NamedTuple, Protocol
+from collections.abc import Iterable, Iterator
 
+from eventstore._backend import FeedPage, ReadPage, Waiter
 from eventstore._closing import Closing
 from eventstore._translate import is_connection_lost
 from eventstore._validation import check_identifier, check_int, check_text
@@ -38,23 +38,6 @@ def connection_was_lost(exc: BaseException) -> bool:
     return isinstance(exc, DatabaseUnavailableError) or is_connection_lost(exc)
 
 
-class FeedPage(NamedTuple):
-    """A page of the feed and how far the read looked."""
-
-    events: list[RecordedEvent]
-    """The next events after the reader's position that pass its filter, oldest first."""
-    end: Position | None
-    """How far the read looked beyond its last event: every visible event up to
-    ``end`` that passes the filter is in ``events`` (or before the reader's
-    position). None when it looked no further than its last event. A filtered
-    reader that reads on from ``end`` skips the events it does not want once,
-    not again on every read."""
-
-
-ReadPage = Callable[[Position | None, int], FeedPage]
-"""``read_page(after, limit)``: the next page of the feed."""
-
-
 def read_on_from(after: Position | None, page: FeedPage) -> Position | None:
     """Where a reader at ``after`` that got ``page`` reads next: after the page's
     last event, or after its ``end`` when the read looked further."""
@@ -63,28 +46,6 @@ def read_on_from(after: Position | None, page: FeedPage) -> Position | None:
     if end is not None and (position is None or end > position):
         return end
     return position
-
-
-class Waiter(Protocol):
-    """Blocks a subscription until the feed may have grown.
-
-    A waiter holds no database connection of its own: backends share one means
-    of being woken (one listening connection per store on PostgreSQL) among all
-    their waiters. A waiter must not refer to the subscription that uses it, so
-    that a subscription dropped without ``close()`` can be collected and its
-    waiter closed by a finalizer.
-    """
-
-    def arm(self) -> None:
-        """Called before each read: a change after this must end the next wait."""
-
-    def wait(self, timeout: float, stop: threading.Event) -> None:
-        """Return when woken, after ``timeout`` seconds, or soon after ``stop`` is set
-        (or the waiter is closed)."""
-
-    def close(self) -> None:
-        """Release the waiter's share of what wakes it; idempotent, safe from any
-        thread and from a finalizer."""
 
 
 def check_feed_filter(

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from eventstore._base import BaseEventStore, StoredEventRow
+from eventstore._backend import FeedPage, StoredEventRow
+from eventstore._base import BaseEventStore
 from eventstore._memory_transaction import (
     DeadlockError,
     MemoryTransaction,
@@ -36,7 +37,6 @@ from eventstore.errors import (
     TransactionConflictError,
     ValidationError,
 )
-from eventstore.feed import FeedPage
 from eventstore.records import ExpectedVersion, Position
 from eventstore.registry import EventRegistry
 

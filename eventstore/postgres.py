@@ -35,6 +35,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Connection, CursorResult, Engine
 from sqlalchemy.exc import DBAPIError
 
+from eventstore._backend import FeedPage, ProjectionSession
 from eventstore._base import BaseEventStore
 from eventstore._engines import check_engine
 from eventstore._listen import NOTIFY_CHANNEL, Listener, ListenWaiter
@@ -51,7 +52,6 @@ from eventstore.errors import (
     TransactionConflictError,
     ValidationError,
 )
-from eventstore.projections import ProjectionSession
 from eventstore.records import ExpectedVersion, Position, StreamState
 from eventstore.registry import EventRegistry
 from eventstore.urls import normalize_url
@@ -394,7 +394,7 @@ class PostgresEventStore(BaseEventStore):
             statement = _IN_TRANSACTION[statement]
         for _ in range(_ANY_RETRIES):
             try:
-                new_version, head, in_order, _ = self._fetch(
+                new_version, head, in_order, _ = self._execute(
                     statement, params, connection, savepoint=True
                 )[0]
             except psycopg.errors.UniqueViolation:
@@ -448,7 +448,7 @@ class PostgresEventStore(BaseEventStore):
         if connection is None:
             actual = self._stream_version(stream_id, None)
         else:
-            seen, isolation = self._fetch(
+            seen, isolation = self._execute(
                 _HEAD_IN_TRANSACTION, {"stream_id": stream_id}, connection
             )[0]
             actual = int(seen)
@@ -470,10 +470,10 @@ class PostgresEventStore(BaseEventStore):
             "high": Int8(high),
             "limit": None if limit is None else Int8(limit),
         }
-        return self._fetch(LOAD_STREAM_SQL, params, connection)
+        return self._execute(LOAD_STREAM_SQL, params, connection)
 
     def _stream_version(self, stream_id: str, connection: Connection | None) -> int:
-        return int(self._fetch(_STREAM_VERSION, {"stream_id": stream_id}, connection)[0][0])
+        return int(self._execute(_STREAM_VERSION, {"stream_id": stream_id}, connection)[0][0])
 
     def _save_snapshot(
         self, stream_id: str, version: int, state: bytes, connection: Connection | None
@@ -485,15 +485,15 @@ class PostgresEventStore(BaseEventStore):
         params = {"stream_id": stream_id, "version": Int8(version), "state": state}
         # Inside the caller's transaction, in a savepoint: a failed save (a snapshot
         # is a cache) leaves that transaction usable. (Without one, no savepoint:
-        # ``_fetch`` would take the statement for an append.)
+        # ``_execute`` would take the statement for an append.)
         if connection is None:
-            written, head = self._fetch(_SAVE_SNAPSHOT, params, None)[0]
+            written, head = self._execute(_SAVE_SNAPSHOT, params, None)[0]
             return bool(written), int(head)
         statement = (
             _SAVE_SNAPSHOT_IN_TRANSACTION if _reads_from_a_snapshot(connection) else _SAVE_SNAPSHOT
         )
         try:
-            written, head = self._fetch(statement, params, connection, savepoint=True)[0]
+            written, head = self._execute(statement, params, connection, savepoint=True)[0]
         except TransactionConflictError as failure:
             raise self._conflict(
                 stream_id, version, connection, detail=_rollback_detail(failure)
@@ -501,7 +501,7 @@ class PostgresEventStore(BaseEventStore):
         return bool(written), int(head)
 
     def _load_snapshot(self, stream_id: str) -> tuple[int, bytes, datetime] | None:
-        rows = self._fetch(_LOAD_SNAPSHOT, {"stream_id": stream_id}, None)
+        rows = self._execute(_LOAD_SNAPSHOT, {"stream_id": stream_id}, None)
         return None if not rows else (rows[0][0], rows[0][1], rows[0][2])
 
     def _feed_rows(
@@ -520,15 +520,15 @@ class PostgresEventStore(BaseEventStore):
             "limit": Int8(limit),
         }
         if event_types is None and stream_prefix is None:
-            return self._fetch(_READ_ALL, params, connection), None
-        rows = self._fetch(_READ_ALL_TO_END, params, connection)
+            return self._execute(_READ_ALL, params, connection), None
+        rows = self._execute(_READ_ALL_TO_END, params, connection)
         page = [row[:-2] for row in rows if row[0] is not None]
         if not rows or len(page) == limit:
             return page, None
         return page, Position(rows[0][-2], rows[0][-1])
 
     def _feed_head(self) -> Position | None:
-        rows = self._fetch(_FEED_HEAD, {}, None)
+        rows = self._execute(_FEED_HEAD, {}, None)
         return Position(rows[0][0], rows[0][1]) if rows else None
 
     @contextmanager
@@ -564,15 +564,24 @@ class PostgresEventStore(BaseEventStore):
     def _projection_session(self, name: str) -> ProjectionSession:
         self.lifecycle.check_open()
         with translated_errors(connecting=True, database=self.engine.url.database):
-            return PostgresProjectionSession(self, name)
+            return PostgresProjectionSession(self.engine, self._execute, self._read_feed_in, name)
+
+    def _read_feed_in(
+        self,
+        connection: Connection,
+        after: Position | None,
+        limit: int,
+        event_types: list[str] | None,
+    ) -> FeedPage:
+        return self._feed_page(after, limit, event_types, None, connection)
 
     def _projection_checkpoint(self, name: str) -> Position | None:
-        rows = self._fetch(LOAD_CHECKPOINT, {"name": name}, None)
+        rows = self._execute(LOAD_CHECKPOINT, {"name": name}, None)
         return Position(rows[0][0], rows[0][1]) if rows else None
 
     # -- plumbing ---------------------------------------------------------------------
 
-    def _fetch(
+    def _execute(
         self,
         sql: str,
         params: dict[str, Any],

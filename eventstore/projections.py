@@ -19,9 +19,10 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager
-from typing import TYPE_CHECKING, Any, Protocol
+from contextlib import contextmanager
+from typing import Any
 
+from eventstore._backend import Backend, ProjectionSession, backend_of
 from eventstore._closing import Closing
 from eventstore._translate import (
     OPERATIONAL_ERRORS,
@@ -38,15 +39,12 @@ from eventstore.errors import (
 )
 from eventstore.feed import (
     DEFAULT_POLL_INTERVAL,
-    FeedPage,
     check_feed_filter,
     check_poll_interval,
     read_on_from,
 )
 from eventstore.records import Position, RecordedEvent
-
-if TYPE_CHECKING:
-    from eventstore._base import BaseEventStore
+from eventstore.store import EventStore
 
 logger = logging.getLogger(__name__)
 
@@ -97,51 +95,6 @@ class Projection:
         return f"Projection({self.name!r}, event_types={self.event_types!r})"
 
 
-class ProjectionSession(Protocol):
-    """A backend's hold on one projection: its lock, its transactions, its checkpoint.
-
-    A session is made without the lock; :meth:`acquire` takes it. A session that
-    raised is not used again: the runner closes it and makes a new one, which
-    takes the lock again before anything is read.
-    """
-
-    checkpoint_each_event: bool
-    """True where handler effects cannot be rolled back with the checkpoint (memory)."""
-
-    def acquire(self, wait: float) -> bool:
-        """Take the projection's lock, waiting up to ``wait`` seconds; False if
-        another session still holds it then."""
-        ...
-
-    def stop(self) -> None:
-        """End the session from outside, for the store's close(): release the lock
-        and roll back a batch in flight. Safe from any thread."""
-        ...
-
-    def transaction(self) -> AbstractContextManager[Any]:
-        """A transaction, begun only while the session holds the lock; yields the
-        connection the handler receives."""
-        ...
-
-    def load_checkpoint(self, connection: Any) -> Position | None: ...
-
-    def save_checkpoint(self, connection: Any, position: Position) -> None:
-        """Store ``position``; :class:`~eventstore.errors.ProjectionError` when the
-        stored checkpoint is already there or further (it never moves backwards)."""
-        ...
-
-    def delete_checkpoint(self, connection: Any) -> None: ...
-
-    def read(
-        self, connection: Any, after: Position | None, limit: int, event_types: list[str] | None
-    ) -> FeedPage: ...
-
-    def close(self) -> None:
-        """Release the lock and whatever the session holds; harmless twice, and
-        safe from a garbage collector's finalizer."""
-        ...
-
-
 class ProjectionRunner(Closing):
     """Feeds one :class:`Projection` from a store's feed; see the module docstring.
 
@@ -158,7 +111,7 @@ class ProjectionRunner(Closing):
 
     def __init__(
         self,
-        store: BaseEventStore,
+        store: EventStore,
         projection: Projection,
         *,
         batch_size: int = 100,
@@ -170,6 +123,7 @@ class ProjectionRunner(Closing):
                 f"projection must be a Projection, not {type(projection).__name__}"
             )
         self.store = store
+        self._backend: Backend = backend_of(store)
         self.projection = projection
         self.batch_size = check_int(batch_size, "batch_size", minimum=1)
         self.poll_interval = check_poll_interval(poll_interval)
@@ -183,7 +137,7 @@ class ProjectionRunner(Closing):
         # the stored checkpoint is still that one: a reset (or a takeover that
         # moved it) by another runner makes it void.
         self._read_on: tuple[Position | None, Position] | None = None
-        store.lifecycle.track(self)  # the store's close() stops run()
+        self._backend.lifecycle.track(self)  # the store's close() stops run()
 
     def run_once(self) -> int:
         """Handle every event visible now; return how many were handled.
@@ -217,7 +171,7 @@ class ProjectionRunner(Closing):
         """
         self._stopped = stopped = stop if stop is not None else threading.Event()
         with translated_errors():
-            waiter = self.store._waiter()
+            waiter = self._backend._waiter()
         delay = _RETRY_DELAY
         try:
             while not stopped.is_set():
@@ -254,7 +208,7 @@ class ProjectionRunner(Closing):
     def checkpoint(self) -> Position | None:
         """How far the projection has committed: the position of the last event it
         handled, or further when the events after that one were not its types."""
-        return self.store._projection_checkpoint(self.projection.name)
+        return self._backend._projection_checkpoint(self.projection.name)
 
     def reset(self) -> None:
         """Forget the checkpoint and clear the projection's state (its ``reset``
@@ -291,7 +245,7 @@ class ProjectionRunner(Closing):
         """The session holding the lock; None if ``stop`` was set while waiting."""
         if self._session is not None:
             return self._session
-        session = self.store._projection_session(self.projection.name)
+        session = self._backend._projection_session(self.projection.name)
         try:
             acquired = self._acquire(session, stop)
         except BaseException:
@@ -301,7 +255,7 @@ class ProjectionRunner(Closing):
             session.close()
             return None
         try:
-            self.store.lifecycle.track(session)  # the store's close() ends it
+            self._backend.lifecycle.track(session)  # the store's close() ends it
         except BaseException:  # the store was closed while the lock was awaited
             session.close()
             raise

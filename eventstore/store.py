@@ -1,24 +1,72 @@
-"""The interface every event store implements (PostgreSQL and in-memory alike)."""
+"""The event store's public interface: what every store of this library does.
+
+:class:`EventStore` is the one place the contract is written. Both stores
+(:class:`~eventstore.PostgresEventStore` and :class:`~eventstore.InMemoryEventStore`)
+implement it, and mypy checks them against it; :class:`~eventstore.Repository`,
+:class:`~eventstore.ProjectionRunner` and applications type against it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from eventstore._backend import DEFAULT_BATCH_SIZE
 from eventstore.codec import CborCodec
-from eventstore.records import ExpectedVersion, RecordedEvent, Snapshot
+from eventstore.feed import DEFAULT_POLL_INTERVAL, Subscription
+from eventstore.records import ExpectedVersion, Position, RecordedEvent, Snapshot
+from eventstore.registry import EventRegistry
 
-DEFAULT_BATCH_SIZE = 1000
+_Store = TypeVar("_Store", bound="EventStore")
 
 
 @runtime_checkable
 class EventStore(Protocol):
-    """Append-only streams of events with optimistic concurrency, and snapshots.
+    """Append-only streams of events with optimistic concurrency, snapshots, and a
+    global feed of every stream's events in commit order.
 
     Versions count from 1 within a stream; a stream with no events is at 0.
+    Every argument is checked, and every payload encoded, before storage is
+    touched: a call that raises :class:`~eventstore.errors.ValidationError` or
+    :class:`~eventstore.errors.SerializationError` changes nothing.
+
+    A store is open until :meth:`close` (or the end of its ``with`` block);
+    after that every call raises :class:`~eventstore.errors.StoreClosedError`.
+    Methods that take ``connection=`` join the caller's unit of work: on
+    PostgreSQL a SQLAlchemy ``Connection`` in a transaction (for example the
+    one :meth:`transaction` yields), in memory what :meth:`transaction` yields.
     """
 
     codec: CborCodec
+    """Encodes payloads to CBOR and rebuilds them as the registry's classes."""
+
+    @property
+    def registry(self) -> EventRegistry:
+        """The registry whose classes payloads are encoded and rebuilt with."""
+        ...
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        ...
+
+    def close(self) -> None:
+        """Close the store: every later call raises StoreClosedError.
+
+        Live subscriptions end (their iteration stops), running projection
+        runners return from ``run()`` and give up their locks, and the backend
+        lets go of what it holds (a PostgreSQL store built by ``from_url``
+        disposes its engine; a shared engine is left open). Idempotent, and
+        safe from any thread, also while other threads use the store.
+        """
+        ...
+
+    def __enter__(self: _Store) -> _Store: ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
+
+    # -- streams -------------------------------------------------------------------
 
     def append_events(
         self,
@@ -30,9 +78,13 @@ class EventStore(Protocol):
     ) -> int:
         """Append ``events`` atomically if the stream is at ``expected_version``.
 
-        Returns the stream's new version. Raises ConcurrencyError when the stream
-        is elsewhere (nothing is written), ValidationError or SerializationError
-        for bad input (nothing is written).
+        ``events`` holds :class:`~eventstore.NewEvent` objects or instances of
+        registered dataclasses. Returns the stream's new version. Raises
+        :class:`~eventstore.errors.ConcurrencyError` when the stream is
+        elsewhere or a racing writer got there first,
+        :class:`~eventstore.errors.ValidationError` /
+        :class:`~eventstore.errors.SerializationError` for bad input (checked
+        before storage is touched); nothing is written then.
         """
         ...
 
@@ -45,7 +97,10 @@ class EventStore(Protocol):
         limit: int | None = None,
         connection: Any = None,
     ) -> list[RecordedEvent]:
-        """Events from ``from_version`` to ``to_version`` inclusive, oldest first."""
+        """Events ``from_version`` to ``to_version`` (inclusive), oldest first, at
+        most ``limit``; ``[]`` for a missing stream. Raises
+        :class:`~eventstore.errors.DeserializationError` for a payload that
+        cannot be decoded."""
         ...
 
     def iter_events(
@@ -56,52 +111,109 @@ class EventStore(Protocol):
         to_version: int | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> Iterator[RecordedEvent]:
-        """Like :meth:`load_events`, in pages of ``batch_size``: bounded memory."""
+        """Like :meth:`load_events`, fetched in pages of ``batch_size`` events so a
+        stream of any length is read in bounded memory. Arguments are checked
+        when the call is made, not at the first ``next()``."""
         ...
 
     def stream_version(self, stream_id: str) -> int:
         """The version of the stream's last event; 0 when it has none."""
         ...
 
+    # -- snapshots -----------------------------------------------------------------
+
     def save_snapshot(
         self, stream_id: str, version: int, state: Any, connection: Any = None
     ) -> bool:
-        """Store ``state`` as of ``version`` unless a snapshot as new or newer exists.
+        """Store ``state`` as of ``version`` unless a snapshot as new or newer is kept.
 
         Returns True when written, False when the kept snapshot is at the same or
-        a newer version. Raises ValidationError for a version past the stream's
-        head.
+        a newer version (an older snapshot never replaces a newer one). Raises
+        :class:`~eventstore.errors.ValidationError` when ``version`` is past the
+        stream's last event, :class:`~eventstore.errors.SerializationError` when
+        ``state`` cannot be encoded.
         """
         ...
 
     def load_snapshot(self, stream_id: str) -> Snapshot | None:
-        """The stream's snapshot, or None."""
+        """The stream's snapshot, or None. Raises
+        :class:`~eventstore.errors.DeserializationError` when the stored state
+        cannot be decoded."""
         ...
 
+    # -- units of work -------------------------------------------------------------
 
-def paginate(
-    load_rows: Callable[[int, int, int], Sequence[Sequence[Any]]],
-    decode: Callable[[Sequence[Sequence[Any]]], Iterator[RecordedEvent]],
-    low: int,
-    high: int,
-    batch_size: int,
-) -> Iterator[RecordedEvent]:
-    """Yield the events ``low`` to ``high`` of a stream, fetched ``batch_size`` rows
-    at a time.
+    def transaction(self) -> AbstractContextManager[Any]:
+        """A unit of work over any number of streams, as a context manager.
 
-    ``load_rows(low, high, limit)`` loads one page of stored rows, oldest first,
-    the version in column 1; ``decode(rows)`` turns them into events one at a
-    time, as they are asked for. Paging by version (not offset) stays correct
-    while the stream grows. A page's rows are let go before the next page is
-    fetched, so memory stays flat (and warm) however long the stream.
-    """
-    while low <= high:
-        rows = load_rows(low, high, batch_size)
-        if not rows:
-            return
-        full = len(rows) >= batch_size
-        low = rows[-1][1] + 1
-        yield from decode(rows)
-        del rows
-        if not full:
-            return
+        Pass what it yields as ``connection=`` to :meth:`append_events`,
+        :meth:`load_events` and :meth:`save_snapshot`: what they write commits
+        together when the ``with`` block ends, or not at all when it raises
+        (a :class:`~eventstore.errors.ConcurrencyError` caught inside leaves it
+        usable). Reads through it see its own writes; other readers see them
+        once it commits, in the feed one after the other in the order they were
+        appended. Another writer of a stream it appended to waits until it
+        ends, then gets the usual answer. Using it after its block, or with
+        another store, raises :class:`~eventstore.errors.ValidationError`.
+        """
+        ...
+
+    # -- the global feed -----------------------------------------------------------
+
+    def feed_head(self) -> Position | None:
+        """The position of the last event of the global feed visible now (the
+        same visibility as :meth:`read_all`), or None when none is: subscribe or
+        read with ``after=store.feed_head()`` to start from now without reading
+        the feed. Cheap: one probe of the end of the feed's index."""
+        ...
+
+    def read_all(
+        self,
+        *,
+        after: Position | None = None,
+        limit: int = DEFAULT_BATCH_SIZE,
+        event_types: Iterable[str] | None = None,
+        stream_prefix: str | None = None,
+    ) -> list[RecordedEvent]:
+        """Events of every stream in feed order, strictly after ``after``.
+
+        At most ``limit`` events, only those of ``event_types`` (None: all) in
+        streams whose id starts with ``stream_prefix`` (a plain prefix). Fewer
+        than ``limit`` events means the reader has reached the visible end. On
+        PostgreSQL an event becomes visible once every transaction older than
+        its own has ended, so a late commit never lands behind a checkpoint.
+        """
+        ...
+
+    def iter_all(
+        self,
+        *,
+        after: Position | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        event_types: Iterable[str] | None = None,
+        stream_prefix: str | None = None,
+    ) -> Iterator[RecordedEvent]:
+        """Like :meth:`read_all` up to the visible end, in pages of ``batch_size``."""
+        ...
+
+    def subscribe(
+        self,
+        *,
+        after: Position | None = None,
+        event_types: Iterable[str] | None = None,
+        stream_prefix: str | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+    ) -> Subscription:
+        """An iterator that catches up from ``after``, then follows new events.
+
+        Woken by the backend when events are appended, and polling every
+        ``poll_interval`` seconds in case a wake-up is lost. Call ``stop()`` or
+        ``close()`` (from any thread) or leave its ``with`` block to end it.
+        Needs no database connection to be created: on PostgreSQL each read
+        borrows a pooled connection, and all the store's subscriptions share
+        one listening connection outside the pool. See
+        :class:`~eventstore.feed.Subscription` for the errors it retries and
+        the ones that end it.
+        """
+        ...

@@ -27,7 +27,7 @@ from eventstore import (
     ProjectionRunner,
     RecordedEvent,
 )
-from eventstore.feed import FeedPage
+from eventstore._backend import FeedPage
 
 DEADLINE_SECONDS = 10.0
 

@@ -23,9 +23,10 @@ import psycopg
 import sqlalchemy.exc
 from sqlalchemy.engine import Engine
 
+from eventstore._sql import LISTEN
+
 logger = logging.getLogger(__name__)
 
-NOTIFY_CHANNEL = "eventstore_events"
 """The channel every append notifies (in its own transaction) and subscribers listen on."""
 
 RECONNECT_DELAY = 0.5
@@ -188,7 +189,7 @@ class Listener:
             pool.dispose()
         try:
             driver.autocommit = True
-            driver.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            driver.execute(LISTEN)
         except BaseException:
             _close_quietly(driver)
             raise

@@ -15,6 +15,16 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, RootTransaction
 
 from eventstore._backend import FeedPage
+from eventstore._sql import (
+    DELETE_CHECKPOINT,
+    LOAD_CHECKPOINT,
+    LOCK_FOR_TRANSACTION,
+    LOCK_PROJECTION,
+    PROJECTION_LOCK_NAMESPACE,
+    SAVE_CHECKPOINT,
+    TERMINATE,
+    UNLOCK_PROJECTION,
+)
 from eventstore.errors import DatabaseUnavailableError, ProjectionError
 from eventstore.records import Position
 
@@ -25,38 +35,6 @@ transaction and return its rows, with the store's error translation."""
 ReadFeed = Callable[[Connection, Position | None, int, list[str] | None], FeedPage]
 """``read_feed(connection, after, limit, event_types)``: a page of the feed read
 in ``connection``'s transaction."""
-
-_PROJECTION_LOCK_NAMESPACE = 0x4553
-"""First key of the two-key advisory locks that guard projections ("ES")."""
-
-_LOCK_PROJECTION = "SELECT pg_advisory_lock(%(namespace)s, hashtext(%(name)s))"
-_UNLOCK_PROJECTION = "SELECT pg_advisory_unlock(%(namespace)s, hashtext(%(name)s))"
-
-# Every transaction of the session takes the lock for itself as well, at once or
-# not at all: granted straight away to the session holding it, and held to the
-# transaction's end whatever happens to the session lock meanwhile. False means
-# another session holds it, and this one must not go on.
-_LOCK_FOR_TRANSACTION = "SELECT pg_try_advisory_xact_lock(%(namespace)s, hashtext(%(name)s))"
-
-LOAD_CHECKPOINT = (
-    "SELECT transaction_id, position FROM projection_checkpoints WHERE name = %(name)s"
-)
-
-# The checkpoint only moves forwards: a runner that lost the race (it should
-# never have been running) writes nothing and learns it from the missing row.
-_SAVE_CHECKPOINT = """
-INSERT INTO projection_checkpoints (name, transaction_id, position)
-VALUES (%(name)s, %(transaction_id)s, %(position)s)
-ON CONFLICT (name) DO UPDATE
-    SET transaction_id = EXCLUDED.transaction_id,
-        position = EXCLUDED.position,
-        updated_at = now()
-    WHERE (projection_checkpoints.transaction_id, projection_checkpoints.position)
-        < (EXCLUDED.transaction_id, EXCLUDED.position)
-RETURNING 1
-"""
-_TERMINATE = "SELECT pg_terminate_backend(%(pid)s)"
-_DELETE_CHECKPOINT = "DELETE FROM projection_checkpoints WHERE name = %(name)s"
 
 _HANDLER_ENDED_TRANSACTION = (
     "a projection handler must not commit or roll back the connection it is given: the "
@@ -89,7 +67,7 @@ class PostgresProjectionSession:
         self._execute = execute
         self._read_feed = read_feed
         self._name = name
-        self._lock_params = {"namespace": _PROJECTION_LOCK_NAMESPACE, "name": name}
+        self._lock_params = {"namespace": PROJECTION_LOCK_NAMESPACE, "name": name}
         self._ending = False  # True while the session itself commits or rolls back
         self._refused = False  # True once the handler tried to end a transaction
         self._closing = threading.Lock()
@@ -113,7 +91,7 @@ class PostgresProjectionSession:
                 # The wait is bounded here, whatever statement_timeout the store sets.
                 connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
                 connection.exec_driver_sql(f"SET LOCAL lock_timeout = {timeout_ms}")
-                connection.exec_driver_sql(_LOCK_PROJECTION, self._lock_params)
+                connection.exec_driver_sql(LOCK_PROJECTION, self._lock_params)
         except sqlalchemy.exc.OperationalError as exc:
             if isinstance(exc.orig, psycopg.errors.LockNotAvailable):
                 return False
@@ -123,7 +101,7 @@ class PostgresProjectionSession:
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         with self._begin() as connection:
-            if not self._execute(_LOCK_FOR_TRANSACTION, self._lock_params, connection)[0][0]:
+            if not self._execute(LOCK_FOR_TRANSACTION, self._lock_params, connection)[0][0]:
                 raise ProjectionError(
                     f"the runner of projection {self._name!r} no longer holds its lock on its "
                     "database session, so it handles nothing. Most likely the connection goes "
@@ -145,7 +123,7 @@ class PostgresProjectionSession:
             "transaction_id": Int8(position.transaction_id),
             "position": Int8(position.sequence),
         }
-        if not self._execute(_SAVE_CHECKPOINT, params, connection):
+        if not self._execute(SAVE_CHECKPOINT, params, connection):
             raise ProjectionError(
                 f"the checkpoint of projection {self._name!r} is already at or past {position}: "
                 "another runner handled these events while this one worked, and a checkpoint "
@@ -155,7 +133,7 @@ class PostgresProjectionSession:
             )
 
     def delete_checkpoint(self, connection: Connection) -> None:
-        self._execute(_DELETE_CHECKPOINT, {"name": self._name}, connection)
+        self._execute(DELETE_CHECKPOINT, {"name": self._name}, connection)
 
     def read(
         self,
@@ -176,7 +154,7 @@ class PostgresProjectionSession:
                 return
             try:
                 with self._engine.connect() as other:
-                    other.exec_driver_sql(_TERMINATE, {"pid": self._backend_pid})
+                    other.exec_driver_sql(TERMINATE, {"pid": self._backend_pid})
             except sqlalchemy.exc.DBAPIError:
                 pass  # the server cannot be reached: the session is gone with it
             except sqlalchemy.exc.TimeoutError:
@@ -196,7 +174,7 @@ class PostgresProjectionSession:
         self._ending = True
         try:
             if not (connection.invalidated or self._refused or connection.in_transaction()):
-                connection.exec_driver_sql(_UNLOCK_PROJECTION, self._lock_params)
+                connection.exec_driver_sql(UNLOCK_PROJECTION, self._lock_params)
                 connection.commit()
         except sqlalchemy.exc.SQLAlchemyError:
             pass  # closing the connection ends the session, and the lock with it

@@ -75,10 +75,11 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import AddConstraint, CreateIndex
 
 from eventstore import migrations, schema
+from eventstore._sql import LOAD_STREAM
 from eventstore._validation import check_int
 from eventstore.errors import ValidationError
 from eventstore.monitoring import oldest_transaction
-from eventstore.postgres import LOAD_STREAM_SQL, POOL_DEFAULTS
+from eventstore.postgres import POOL_DEFAULTS
 from eventstore.roles import STORE_COLUMN_PRIVILEGES, STORE_PRIVILEGES
 from eventstore.urls import normalize_url
 
@@ -836,7 +837,7 @@ def _plan_nodes(
         connection.exec_driver_sql("SET enable_seqscan = off")
     try:
         document = connection.exec_driver_sql(
-            "EXPLAIN (FORMAT JSON) " + LOAD_STREAM_SQL, params
+            "EXPLAIN (FORMAT JSON) " + LOAD_STREAM, params
         ).scalar()
     finally:
         if force_index:

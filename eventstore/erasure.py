@@ -18,6 +18,14 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import URL
 
 from eventstore._engines import engine_for
+from eventstore._sql import (
+    ALLOW_REWRITE,
+    BUSY_QUERY,
+    DELETE_EVENTS,
+    DELETE_SNAPSHOT,
+    LOCK_AGAINST_WRITERS,
+    SET_LOCK_TIMEOUT,
+)
 from eventstore._translate import translated_errors
 from eventstore._validation import check_identifier
 from eventstore.errors import (
@@ -26,9 +34,6 @@ from eventstore.errors import (
     TransactionConflictError,
 )
 
-ALLOW_REWRITE = "SET LOCAL eventstore.allow_rewrite = on"
-"""The statement that lets the tables' owner change ``events`` until the transaction ends."""
-
 LOCK_TIMEOUT = "1s"
 """How long one attempt of :func:`erase_stream` waits for its table lock (a
 PostgreSQL duration). Writers that arrive meanwhile wait behind it, so it is short."""
@@ -36,20 +41,8 @@ PostgreSQL duration). Writers that arrive meanwhile wait behind it, so it is sho
 ATTEMPTS = 5
 """How many times :func:`erase_stream` tries to take its table lock."""
 
-# SHARE ROW EXCLUSIVE conflicts with the ROW EXCLUSIVE lock every INSERT, UPDATE
-# and DELETE takes, and not with the ACCESS SHARE of reads. A statement blocked by
-# it takes its snapshot once it gets its own lock, so it sees the erase.
-_LOCK_AGAINST_WRITERS = "LOCK TABLE events, snapshots IN SHARE ROW EXCLUSIVE MODE"
-_SET_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', :lock_timeout, true)"
 _PAUSE = 0.05
 """Seconds: the longest pause before the second attempt (grows with each attempt)."""
-_BUSY_QUERY = (
-    "SELECT pid, state, xact_start, query FROM pg_stat_activity "
-    "WHERE state = 'idle in transaction' OR wait_event_type = 'Lock';"
-)
-
-_DELETE_EVENTS = "DELETE FROM events WHERE stream_id = :stream_id"
-_DELETE_SNAPSHOT = "DELETE FROM snapshots WHERE stream_id = :stream_id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +108,7 @@ def erase_stream(url_or_engine: str | URL | Engine, stream_id: str) -> Erased:
                         f"cannot erase stream {stream_id!r}, nothing was deleted: other "
                         f"transactions kept the events or snapshots table busy through "
                         f"{ATTEMPTS} attempts (waiting up to {LOCK_TIMEOUT} each). Find them "
-                        f"with {_BUSY_QUERY} end them or wait, and run the erase again",
+                        f"with {BUSY_QUERY} end them or wait, and run the erase again",
                         timeout="lock_timeout",
                     ) from error
                 time.sleep(random.uniform(0, _PAUSE * attempt))
@@ -125,11 +118,11 @@ def erase_stream(url_or_engine: str | URL | Engine, stream_id: str) -> Erased:
 def _erase_once(engine: Engine, parameters: dict[str, str]) -> Erased:
     """One attempt: lock, delete, commit."""
     with translated_errors(database=engine.url.database), engine.begin() as connection:
-        connection.execute(text(_SET_LOCK_TIMEOUT), {"lock_timeout": LOCK_TIMEOUT})
-        connection.execute(text(_LOCK_AGAINST_WRITERS))
+        connection.execute(text(SET_LOCK_TIMEOUT), {"lock_timeout": LOCK_TIMEOUT})
+        connection.execute(text(LOCK_AGAINST_WRITERS))
         allow_rewrite(connection)
-        events = connection.execute(text(_DELETE_EVENTS), parameters).rowcount
-        snapshots = connection.execute(text(_DELETE_SNAPSHOT), parameters).rowcount
+        events = connection.execute(text(DELETE_EVENTS), parameters).rowcount
+        snapshots = connection.execute(text(DELETE_SNAPSHOT), parameters).rowcount
     return Erased(parameters["stream_id"], events, snapshots)
 
 

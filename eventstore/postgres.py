@@ -38,10 +38,24 @@ from sqlalchemy.exc import DBAPIError
 from eventstore._backend import FeedPage, ProjectionSession
 from eventstore._base import BaseEventStore
 from eventstore._engines import check_engine
-from eventstore._listen import NOTIFY_CHANNEL, Listener, ListenWaiter
-from eventstore._pg_projections import (
+from eventstore._listen import Listener, ListenWaiter
+from eventstore._pg_projections import PostgresProjectionSession
+from eventstore._sql import (
+    APPEND,
+    APPEND_ONE,
+    APPEND_ONE_SILENT,
+    APPEND_SILENT,
+    FEED_HEAD,
+    HEAD_IN_TRANSACTION,
+    IN_TRANSACTION,
     LOAD_CHECKPOINT,
-    PostgresProjectionSession,
+    LOAD_SNAPSHOT,
+    LOAD_STREAM,
+    READ_ALL,
+    READ_ALL_TO_END,
+    SAVE_SNAPSHOT,
+    SAVE_SNAPSHOT_IN_TRANSACTION,
+    STREAM_VERSION,
 )
 from eventstore._translate import is_connection_lost, translate, translated_errors
 from eventstore._validation import EncodedBatch, check_seconds
@@ -56,168 +70,7 @@ from eventstore.records import ExpectedVersion, Position, StreamState
 from eventstore.registry import EventRegistry
 from eventstore.urls import normalize_url
 
-_NOTIFY_IF_INSERTED = (
-    f"CASE WHEN EXISTS (SELECT 1 FROM inserted) THEN pg_notify('{NOTIFY_CHANNEL}', '') END"
-)
-
-# The stream's head: its last version, and whether this transaction may write
-# after it. Transaction ids must not decrease along a stream, or the feed (ordered
-# by transaction id) would show a later version before an earlier one; checking
-# the last row keeps that true by induction. An append in autocommit always
-# passes (its id is drawn after the head's writer committed); a caller's
-# transaction that began writing before the head's writer cannot append here.
-_HEAD_TEMPLATE = """head AS (
-    SELECT coalesce(last.version, 0) AS version,
-           coalesce(last.transaction_id <= pg_current_xact_id(), true) AS in_order
-    FROM (SELECT 1) AS one
-    LEFT JOIN LATERAL (
-        SELECT version, transaction_id FROM events WHERE stream_id = %(stream_id)s
-        ORDER BY version DESC LIMIT 1{lock}
-    ) AS last ON true
-)"""
-_HEAD = _HEAD_TEMPLATE.format(lock="")
-
-# Inside a caller's transaction at REPEATABLE READ or SERIALIZABLE the head row
-# is locked (FOR KEY SHARE): the transaction's snapshot may predate an erase of
-# the stream, and locking a row another transaction deleted fails with a
-# serialization failure instead of appending after a head that is gone. At READ
-# COMMITTED (and in autocommit) no row lock is needed: each statement's snapshot
-# is taken after its table lock, so it sees an erase that made it wait. (Locking
-# rows needs UPDATE on a column of the table: `eventstore grant` gives
-# UPDATE (version), which the append-only triggers keep from changing anything.)
-_HEAD_LOCKED = _HEAD_TEMPLATE.format(lock=" FOR KEY SHARE")
-
-# Arrays go in binary (%b): text arrays would quote and escape every element in
-# Python, which costs more than the whole server-side insert of a small event.
-_APPEND = f"""
-WITH {_HEAD}, inserted AS (
-    INSERT INTO events (stream_id, version, event_type, event_data, metadata)
-    SELECT %(stream_id)s, head.version + batch.ordinal,
-           batch.event_type, batch.event_data, batch.metadata
-    FROM head,
-         unnest(%(types)b::text[], %(data)b::bytea[], %(metadata)b::text[]::jsonb[])
-             WITH ORDINALITY AS batch(event_type, event_data, metadata, ordinal)
-    WHERE head.version BETWEEN %(lowest)s::bigint AND %(highest)s::bigint AND head.in_order
-    RETURNING version
-)
-SELECT (SELECT max(version) FROM inserted), head.version, head.in_order,
-       {_NOTIFY_IF_INSERTED}
-FROM head
-"""
-
-# One event needs no unnest: about a third cheaper on the server.
-_APPEND_ONE = f"""
-WITH {_HEAD}, inserted AS (
-    INSERT INTO events (stream_id, version, event_type, event_data, metadata)
-    SELECT %(stream_id)s, head.version + 1, %(type)s, %(data)s, %(metadata)s::jsonb
-    FROM head
-    WHERE head.version BETWEEN %(lowest)s::bigint AND %(highest)s::bigint AND head.in_order
-    RETURNING version
-)
-SELECT (SELECT version FROM inserted), head.version, head.in_order,
-       {_NOTIFY_IF_INSERTED}
-FROM head
-"""
-
-# Metadata as text: RecordedEvent parses it only when read (see records.py).
-# The same appends without the NOTIFY, for stores built with notify=False.
-_APPEND_SILENT = _APPEND.replace(_NOTIFY_IF_INSERTED, "NULL")
-_APPEND_ONE_SILENT = _APPEND_ONE.replace(_NOTIFY_IF_INSERTED, "NULL")
-
-# The four appends as run inside a caller's snapshot-isolated transaction: the head
-# row locked.
-_IN_TRANSACTION = {
-    statement: statement.replace(_HEAD, _HEAD_LOCKED)
-    for statement in (_APPEND, _APPEND_ONE, _APPEND_SILENT, _APPEND_ONE_SILENT)
-}
-
-_EVENT_COLUMNS = """stream_id, version, event_type, event_data, metadata::text, created_at,
-       transaction_id::text::bigint, position"""
-
-LOAD_STREAM_SQL = f"""
-SELECT {_EVENT_COLUMNS} FROM events
-WHERE stream_id = %(stream_id)s AND version BETWEEN %(low)s::bigint AND %(high)s::bigint
-ORDER BY version
-LIMIT %(limit)s::bigint
-"""
-
-# The feed: only rows of transactions older than every running one are final, so
-# reading below pg_snapshot_xmin in (transaction_id, position) order never skips.
-_READ_ALL = f"""
-SELECT {_EVENT_COLUMNS} FROM events
-WHERE (transaction_id, position) > (%(after_xid)s::text::xid8, %(after_position)s::bigint)
-  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-  AND (%(types)s::text[] IS NULL OR event_type = ANY(%(types)s::text[]))
-  AND (%(prefix)s::text IS NULL OR starts_with(stream_id, %(prefix)s::text))
-ORDER BY events.transaction_id, events.position
-LIMIT %(limit)s::bigint
-"""
-
-# The feed's last visible position: one backward probe of idx_events_feed, past
-# the rows of transactions still running.
-_FEED_HEAD = """
-    SELECT transaction_id::text::bigint AS end_transaction_id, position AS end_position
-    FROM events
-    WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-    ORDER BY transaction_id DESC, position DESC
-    LIMIT 1
-"""
-
-# A filtered read also returns the feed's last visible position, from the same
-# snapshot (one statement): when its page comes up short, the reader reads on
-# from there instead of scanning the events it skips again on every read. An
-# empty page gives one row of NULL event columns; an empty feed, no row.
-_READ_ALL_TO_END = f"""
-WITH page AS ({_READ_ALL}), visible_end AS ({_FEED_HEAD})
-SELECT page.*, visible_end.* FROM visible_end LEFT JOIN page ON true
-ORDER BY page.transaction_id, page.position
-"""
-
-_STREAM_VERSION = "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = %(stream_id)s"
-
-_SAVE_SNAPSHOT_TEMPLATE = """
-WITH head AS (
-    {head}
-), saved AS (
-    INSERT INTO snapshots (stream_id, version, state_data)
-    SELECT %(stream_id)s, %(version)s::bigint, %(state)s::bytea FROM head
-    WHERE head.version >= %(version)s::bigint
-    ON CONFLICT (stream_id) DO UPDATE
-        SET version = EXCLUDED.version,
-            state_data = EXCLUDED.state_data,
-            created_at = EXCLUDED.created_at
-        WHERE snapshots.version < EXCLUDED.version
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM saved), (SELECT version FROM head)
-"""
-_SAVE_SNAPSHOT = _SAVE_SNAPSHOT_TEMPLATE.format(
-    head="SELECT coalesce(max(version), 0) AS version FROM events WHERE stream_id = %(stream_id)s"
-)
-
-# Inside a caller's snapshot-isolated transaction the head row is locked, as for
-# appends: a snapshot is never written for a head an erase removed after the
-# transaction's snapshot was taken (a serialization failure instead).
-_SAVE_SNAPSHOT_IN_TRANSACTION = _SAVE_SNAPSHOT_TEMPLATE.format(
-    head="SELECT coalesce((SELECT version FROM events WHERE stream_id = %(stream_id)s\n"
-    "                          ORDER BY version DESC LIMIT 1 FOR KEY SHARE), 0) AS version"
-)
-
-# Where a conflict inside the caller's transaction is read: the head it sees,
-# and whether its snapshot is the transaction's (so possibly older than the head).
-_HEAD_IN_TRANSACTION = """
-SELECT coalesce(max(version), 0), current_setting('transaction_isolation')
-FROM events WHERE stream_id = %(stream_id)s
-"""
-
-"""What PostgreSQL fails a statement with to keep transactions serializable or to
-end a deadlock (SQLSTATE 40001, 40P01); the statement wrote nothing."""
-
 _SNAPSHOT_ISOLATION = frozenset({"repeatable read", "serializable"})
-
-_LOAD_SNAPSHOT = (
-    "SELECT version, state_data, created_at FROM snapshots WHERE stream_id = %(stream_id)s"
-)
 
 POOL_DEFAULTS: dict[str, Any] = {
     "pool_size": 5,
@@ -236,14 +89,14 @@ _IDLE = psycopg.pq.TransactionStatus.IDLE
 
 _ONE_ROW_STATEMENTS = frozenset(
     {
-        _APPEND,
-        _APPEND_ONE,
-        _APPEND_SILENT,
-        _APPEND_ONE_SILENT,
-        _STREAM_VERSION,
-        _SAVE_SNAPSHOT,
+        APPEND,
+        APPEND_ONE,
+        APPEND_SILENT,
+        APPEND_ONE_SILENT,
+        STREAM_VERSION,
+        SAVE_SNAPSHOT,
         LOAD_CHECKPOINT,
-        _FEED_HEAD,
+        FEED_HEAD,
     }
 )
 """Statements whose result is one small row. Without a caller's connection they run
@@ -253,13 +106,13 @@ time, so a large result is not held between calls."""
 
 _RERUNNABLE = frozenset(
     {
-        LOAD_STREAM_SQL,
-        _READ_ALL,
-        _READ_ALL_TO_END,
-        _STREAM_VERSION,
-        _LOAD_SNAPSHOT,
+        LOAD_STREAM,
+        READ_ALL,
+        READ_ALL_TO_END,
+        STREAM_VERSION,
+        LOAD_SNAPSHOT,
         LOAD_CHECKPOINT,
-        _SAVE_SNAPSHOT,
+        SAVE_SNAPSHOT,
     }
 )
 """Statements run once more on a new connection when their pooled connection was
@@ -302,7 +155,7 @@ class PostgresEventStore(BaseEventStore):
         _reset_pool_in_forked_children(self)
         self.notify = _check_notify(notify)
         self._append_one, self._append_many = (
-            (_APPEND_ONE, _APPEND) if notify else (_APPEND_ONE_SILENT, _APPEND_SILENT)
+            (APPEND_ONE, APPEND) if notify else (APPEND_ONE_SILENT, APPEND_SILENT)
         )
 
     @classmethod
@@ -391,7 +244,7 @@ class PostgresEventStore(BaseEventStore):
             statement = self._append_many
             params.update(types=batch.event_types, data=batch.data, metadata=batch.metadata)
         if connection is not None and _reads_from_a_snapshot(connection):
-            statement = _IN_TRANSACTION[statement]
+            statement = IN_TRANSACTION[statement]
         for _ in range(_ANY_RETRIES):
             try:
                 new_version, head, in_order, _ = self._execute(
@@ -449,7 +302,7 @@ class PostgresEventStore(BaseEventStore):
             actual = self._stream_version(stream_id, None)
         else:
             seen, isolation = self._execute(
-                _HEAD_IN_TRANSACTION, {"stream_id": stream_id}, connection
+                HEAD_IN_TRANSACTION, {"stream_id": stream_id}, connection
             )[0]
             actual = int(seen)
             if isolation in _SNAPSHOT_ISOLATION:
@@ -470,10 +323,10 @@ class PostgresEventStore(BaseEventStore):
             "high": Int8(high),
             "limit": None if limit is None else Int8(limit),
         }
-        return self._execute(LOAD_STREAM_SQL, params, connection)
+        return self._execute(LOAD_STREAM, params, connection)
 
     def _stream_version(self, stream_id: str, connection: Connection | None) -> int:
-        return int(self._execute(_STREAM_VERSION, {"stream_id": stream_id}, connection)[0][0])
+        return int(self._execute(STREAM_VERSION, {"stream_id": stream_id}, connection)[0][0])
 
     def _save_snapshot(
         self, stream_id: str, version: int, state: bytes, connection: Connection | None
@@ -487,10 +340,10 @@ class PostgresEventStore(BaseEventStore):
         # is a cache) leaves that transaction usable. (Without one, no savepoint:
         # ``_execute`` would take the statement for an append.)
         if connection is None:
-            written, head = self._execute(_SAVE_SNAPSHOT, params, None)[0]
+            written, head = self._execute(SAVE_SNAPSHOT, params, None)[0]
             return bool(written), int(head)
         statement = (
-            _SAVE_SNAPSHOT_IN_TRANSACTION if _reads_from_a_snapshot(connection) else _SAVE_SNAPSHOT
+            SAVE_SNAPSHOT_IN_TRANSACTION if _reads_from_a_snapshot(connection) else SAVE_SNAPSHOT
         )
         try:
             written, head = self._execute(statement, params, connection, savepoint=True)[0]
@@ -501,7 +354,7 @@ class PostgresEventStore(BaseEventStore):
         return bool(written), int(head)
 
     def _load_snapshot(self, stream_id: str) -> tuple[int, bytes, datetime] | None:
-        rows = self._execute(_LOAD_SNAPSHOT, {"stream_id": stream_id}, None)
+        rows = self._execute(LOAD_SNAPSHOT, {"stream_id": stream_id}, None)
         return None if not rows else (rows[0][0], rows[0][1], rows[0][2])
 
     def _feed_rows(
@@ -520,15 +373,15 @@ class PostgresEventStore(BaseEventStore):
             "limit": Int8(limit),
         }
         if event_types is None and stream_prefix is None:
-            return self._execute(_READ_ALL, params, connection), None
-        rows = self._execute(_READ_ALL_TO_END, params, connection)
+            return self._execute(READ_ALL, params, connection), None
+        rows = self._execute(READ_ALL_TO_END, params, connection)
         page = [row[:-2] for row in rows if row[0] is not None]
         if not rows or len(page) == limit:
             return page, None
         return page, Position(rows[0][-2], rows[0][-1])
 
     def _feed_head(self) -> Position | None:
-        rows = self._execute(_FEED_HEAD, {}, None)
+        rows = self._execute(FEED_HEAD, {}, None)
         return Position(rows[0][0], rows[0][1]) if rows else None
 
     @contextmanager

@@ -67,7 +67,7 @@ from sqlalchemy.engine import URL, Engine
 
 from eventstore import migrations
 from eventstore._engines import engine_for
-from eventstore._listen import NOTIFY_CHANNEL
+from eventstore._sql import NOTIFY_CHANNEL
 from eventstore._validation import check_identifier, check_int, check_stored_event
 from eventstore.errors import SchemaError, TransferError, ValidationError
 

@@ -48,7 +48,7 @@ from eventstore import (
     RecordedEvent,
     ValidationError,
 )
-from eventstore._pg_projections import _PROJECTION_LOCK_NAMESPACE
+from eventstore._sql import PROJECTION_LOCK_NAMESPACE
 from eventstore.embedded import embedded_available
 from eventstore.migrations import upgrade
 from eventstore.projections import LOCK_SLICE
@@ -842,7 +842,7 @@ def test_a_batch_on_a_session_without_the_lock_is_refused_naming_transaction_poo
     moved = threading.Event()
     taker = threading.Thread(
         target=admin.execute,
-        args=("SELECT pg_advisory_lock(%s, hashtext(%s))", (_PROJECTION_LOCK_NAMESPACE, NAME)),
+        args=("SELECT pg_advisory_lock(%s, hashtext(%s))", (PROJECTION_LOCK_NAMESPACE, NAME)),
         daemon=True,
     )
 

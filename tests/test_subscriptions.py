@@ -29,7 +29,7 @@ from eventstore import (
     Subscription,
     ValidationError,
 )
-from eventstore._listen import NOTIFY_CHANNEL
+from eventstore._sql import NOTIFY_CHANNEL
 
 DEADLINE_SECONDS = 10.0
 SUBSCRIBER_APPLICATION_NAME = "eventstore-test-subscriber"

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, Pool, PoolProxiedConnection
 
 from eventstore.errors import ValidationError
 from eventstore.urls import normalize_url
@@ -43,3 +43,23 @@ def engine_for(
         yield engine
     finally:
         engine.dispose()
+
+
+def invalidate_generation(pool: Pool, pooled: PoolProxiedConnection, error: BaseException) -> None:
+    """After ``pooled`` was found dead: invalidate it and every connection the pool
+    opened before it, as SQLAlchemy does on a disconnect it sees itself (a server
+    restart ended them all, so callers meet one failed call, not one per idle
+    connection).
+
+    That is ``Pool._invalidate``, a private SQLAlchemy method; the store calls
+    it directly because its fast path runs statements on the driver connection,
+    where SQLAlchemy does not see the disconnect. Should a SQLAlchemy release
+    drop the method, only ``pooled`` is invalidated (the others are then found
+    dead at their next use and replaced one at a time), and
+    tests/test_engines.py fails to say so.
+    """
+    invalidate_older = getattr(pool, "_invalidate", None)
+    if callable(invalidate_older):
+        invalidate_older(pooled, error)
+    else:
+        pooled.invalidate(error)

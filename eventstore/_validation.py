@@ -411,7 +411,7 @@ def encode_batch(events: object, codec: CborCodec) -> EncodedBatch:
     payloads: list[bytes] = []
     metadata_texts: list[str | None] = []
     encode_plain = codec.encode_known_plain if all_dicts_plain else codec.encode_plain_dict
-    checked_type: object = _NOT_A_TYPE  # the last event type that passed; str is immutable
+    checked_type: object = _NO_TYPE_CHECKED_YET  # the last event type that passed; str is immutable
     for position, item in enumerate(items):
         if type(item) is NewEvent:
             event_type, data, metadata = item.event_type, item.data, item.metadata
@@ -435,8 +435,10 @@ def encode_batch(events: object, codec: CborCodec) -> EncodedBatch:
     return EncodedBatch(event_types, payloads, metadata_texts)
 
 
-_NOT_A_TYPE = object()
-"""What no event type is: the last checked type before the first check."""
+_NO_TYPE_CHECKED_YET = object()
+"""Where :func:`encode_batch` starts its "last event type that passed" memo: an
+object no event type can be, so that the first event's type (None included) is
+always checked."""
 
 
 def _unpack(item: object, position: int, codec: CborCodec) -> tuple[str, Any, Any]:

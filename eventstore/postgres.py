@@ -37,7 +37,7 @@ from sqlalchemy.exc import DBAPIError
 
 from eventstore._backend import FeedPage, ProjectionSession
 from eventstore._base import BaseEventStore
-from eventstore._engines import check_engine
+from eventstore._engines import check_engine, invalidate_generation
 from eventstore._listen import Listener, ListenWaiter
 from eventstore._pg_projections import PostgresProjectionSession
 from eventstore._sql import (
@@ -530,10 +530,7 @@ class PostgresEventStore(BaseEventStore):
         except _DATABASE_ERRORS as exc:
             lost = driver.closed or driver.broken or is_connection_lost(exc)
             if lost:
-                # As SQLAlchemy does on a disconnect: every connection opened before now
-                # is replaced at its next checkout (a server restart ended them all), so
-                # the pool costs callers one failed call, not one per idle connection.
-                pool._invalidate(pooled, exc)
+                invalidate_generation(pool, pooled, exc)
             if not (lost and retry and append_to is None and sql in _RERUNNABLE):
                 error = translate(exc, append_to=append_to, database=database)
                 if error is None:

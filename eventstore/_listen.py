@@ -1,8 +1,8 @@
-"""LISTEN/NOTIFY: the channel appends notify on, and the one listening connection
-per store that wakes its subscriptions and projection runners.
+"""LISTEN/NOTIFY: the one listening connection per store that wakes its
+subscriptions and projection runners.
 
 A :class:`Listener` keeps a single connection, outside the store's pool, that
-listens on :data:`NOTIFY_CHANNEL`. A daemon thread blocks on it in short slices
+listens on the channel appends notify (:data:`eventstore._sql.NOTIFY_CHANNEL`). A daemon thread blocks on it in short slices
 and counts notifications in a generation number under a condition variable;
 each :class:`ListenWaiter` remembers the generation it was armed at and wakes
 when it changes. The thread starts with the first waiter and stops (closing the

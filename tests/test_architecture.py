@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "eventstore"
 
 LAYERS: list[set[str]] = [
     # 0: imports nothing of the package
-    {"errors", "_closing", "schema", "_import_summary", "_listen"},
+    {"errors", "_closing", "schema", "_import_summary"},
     # 1: records of the domain
     {"records", "registry", "urls"},
     # 2: encoding, checking, translating errors, engines and catalog questions
@@ -28,6 +28,7 @@ LAYERS: list[set[str]] = [
         "_memory_transaction",
         "memory",
         "_pg_projections",
+        "_listen",
         "postgres",
         "projections",
         "repository",

@@ -35,7 +35,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Connection, CursorResult, Engine
 from sqlalchemy.exc import DBAPIError
 
-from eventstore._backend import FeedPage, ProjectionSession
+from eventstore._backend import ProjectionSession
 from eventstore._base import BaseEventStore
 from eventstore._engines import check_engine, invalidate_generation
 from eventstore._listen import Listener, ListenWaiter
@@ -417,16 +417,14 @@ class PostgresEventStore(BaseEventStore):
     def _projection_session(self, name: str) -> ProjectionSession:
         self.lifecycle.check_open()
         with translated_errors(connecting=True, database=self.engine.url.database):
-            return PostgresProjectionSession(self.engine, self._execute, self._read_feed_in, name)
-
-    def _read_feed_in(
-        self,
-        connection: Connection,
-        after: Position | None,
-        limit: int,
-        event_types: list[str] | None,
-    ) -> FeedPage:
-        return self._feed_page(after, limit, event_types, None, connection)
+            return PostgresProjectionSession(
+                self.engine,
+                self._execute,
+                lambda connection, after, limit, types: self._feed_page(
+                    after, limit, types, None, connection
+                ),
+                name,
+            )
 
     def _projection_checkpoint(self, name: str) -> Position | None:
         rows = self._execute(LOAD_CHECKPOINT, {"name": name}, None)

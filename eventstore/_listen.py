@@ -2,12 +2,13 @@
 subscriptions and projection runners.
 
 A :class:`Listener` keeps a single connection, outside the store's pool, that
-listens on the channel appends notify (:data:`eventstore._sql.NOTIFY_CHANNEL`). A daemon thread blocks on it in short slices
-and counts notifications in a generation number under a condition variable;
-each :class:`ListenWaiter` remembers the generation it was armed at and wakes
-when it changes. The thread starts with the first waiter and stops (closing the
-connection) when the last one is closed or garbage-collected, or the store
-closes. No pooled connection is ever put in autocommit or left listening.
+listens on the channel appends notify (:data:`eventstore._sql.NOTIFY_CHANNEL`).
+A daemon thread blocks on it in short slices and counts notifications in a
+generation number under a condition variable; each :class:`ListenWaiter`
+remembers the generation it was armed at and wakes when it changes. The thread
+starts with the first waiter and stops (closing the connection) when the last
+one is closed or garbage-collected, or the store closes. No pooled connection is
+ever put in autocommit or left listening.
 """
 
 from __future__ import annotations

@@ -15,7 +15,9 @@ from rich.console import Console
 
 from eventstore import ConcurrencyError, NewEvent, PostgresEventStore, migrations
 from eventstore.cli import cli
-from eventstore.demo import SNAPSHOT_EVERY, registry, reset_data_dir, run_demo
+from eventstore.cli.demo.data_dir import reset_data_dir
+from eventstore.cli.demo.orders import registry
+from eventstore.cli.demo.story import SNAPSHOT_EVERY, run_demo
 from eventstore.embedded import embedded_available
 from eventstore.errors import EventStoreError
 from eventstore.urls import normalize_url

@@ -7,7 +7,7 @@ import json
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from eventstore.cli._common import console, reported_errors, resolve_url, url_option
 from eventstore.monitoring import StatsReport, collect_stats
@@ -27,16 +27,22 @@ def _count(number: int, noun: str) -> str:
     return f"{number:,} {noun}" + ("" if number == 1 else "s")
 
 
+def _table(title: str, *columns: str | Column) -> Table:
+    """A table with its title above it on the left."""
+    return Table(*columns, title=title, title_justify="left")
+
+
+def _figures(header: str) -> Column:
+    """A column of figures: aligned right."""
+    return Column(header, justify="right")
+
+
 def render(report: StatsReport, out: Console | None = None) -> None:
     """Print ``report`` as rich tables on ``out`` (default: the command's console)."""
     out = out or console
     out.print(f"[bold]{escape(report.database)}[/bold] on PostgreSQL {report.server_version}")
 
-    sizes = Table(title="Storage", title_justify="left")
-    sizes.add_column("relation")
-    sizes.add_column("total", justify="right")
-    sizes.add_column("table", justify="right")
-    sizes.add_column("indexes", justify="right")
+    sizes = _table("Storage", "relation", _figures("total"), _figures("table"), _figures("indexes"))
     for table in report.tables:
         sizes.add_row(
             table.name,
@@ -50,10 +56,12 @@ def render(report: StatsReport, out: Console | None = None) -> None:
     out.print(f"{_count(report.events, 'event')} in {_count(report.streams, 'stream')}")
 
     if report.busiest_streams:
-        busiest = Table(title=f"Busiest streams (top {report.top})", title_justify="left")
-        busiest.add_column("stream")
-        busiest.add_column("events", justify="right")
-        busiest.add_column("version", justify="right")
+        busiest = _table(
+            f"Busiest streams (top {report.top})",
+            "stream",
+            _figures("events"),
+            _figures("version"),
+        )
         for stream in report.busiest_streams:
             busiest.add_row(escape(stream.stream_id), f"{stream.events:,}", f"{stream.version:,}")
         out.print(busiest)
@@ -65,11 +73,13 @@ def render(report: StatsReport, out: Console | None = None) -> None:
         "past it (or from the start, without one)"
     )
     if report.past_threshold:
-        past = Table(title="Furthest past their snapshot", title_justify="left")
-        past.add_column("stream")
-        past.add_column("version", justify="right")
-        past.add_column("snapshot", justify="right")
-        past.add_column("events since", justify="right")
+        past = _table(
+            "Furthest past their snapshot",
+            "stream",
+            _figures("version"),
+            _figures("snapshot"),
+            _figures("events since"),
+        )
         for behind in report.past_threshold:
             past.add_row(
                 escape(behind.stream_id),
@@ -92,11 +102,7 @@ def render(report: StatsReport, out: Console | None = None) -> None:
     if report.held_back_events is not None:
         out.print(f"Committed events not yet in the feed: {report.held_back_events:,}")
     if report.projections:
-        lag = Table(title="Projections", title_justify="left")
-        lag.add_column("projection")
-        lag.add_column("lag (events)", justify="right")
-        lag.add_column("checkpoint")
-        lag.add_column("updated")
+        lag = _table("Projections", "projection", _figures("lag (events)"), "checkpoint", "updated")
         for projection in report.projections:
             lag.add_row(
                 escape(projection.name),

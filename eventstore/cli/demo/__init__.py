@@ -1,4 +1,9 @@
-"""``eventstore demo``: the order-processing story, on the embedded server or yours."""
+"""``eventstore demo``: the order-processing story, on the embedded server or yours.
+
+The story is :mod:`eventstore.cli.demo.story` (its events and order state in
+:mod:`eventstore.cli.demo.orders`); :mod:`eventstore.cli.demo.data_dir` runs it on
+the embedded server.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,8 @@ from pathlib import Path
 import click
 
 from eventstore.cli._common import console, redact, reported_errors, resolve_url, url_option
-from eventstore.cli.stats import render
-from eventstore.demo import DEFAULT_DATA_DIR, run_demo, run_embedded_demo
+from eventstore.cli.demo.data_dir import DEFAULT_DATA_DIR, run_embedded_demo
+from eventstore.cli.demo.story import run_demo
 
 
 @click.command(name="demo")
@@ -50,10 +55,8 @@ def command(url: str | None, data_dir: Path | None, reset: bool) -> None:
         )
     with reported_errors():
         if database is None:
-            run_embedded_demo(
-                data_dir or DEFAULT_DATA_DIR, console, reset=reset, render_stats=render
-            )
+            run_embedded_demo(data_dir or DEFAULT_DATA_DIR, console, reset=reset)
         else:
             source = "--url" if url else "DATABASE_URL"
             console.print(f"Using the database from {source}.", markup=False, highlight=False)
-            run_demo(database, console, describe=redact(database), render_stats=render)
+            run_demo(database, console, describe=redact(database))

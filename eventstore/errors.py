@@ -31,10 +31,9 @@ as SQLAlchemy or psycopg raised it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from eventstore.transfer import ImportSummary
+from eventstore._import_summary import ImportSummary
 
 
 class EventStoreError(Exception):

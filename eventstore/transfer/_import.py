@@ -15,8 +15,9 @@
    their snapshots: a stream is imported entirely or not at all. Each batch
    checks its streams again first (a writer may have appended to one since step
    3, and such a stream is then refused); a batch that loses that race anyway is
-   checked and tried again, up to three times. The target assigns new positions
-   and transaction ids.
+   checked and tried again, three times in all, after which the import stops
+   with a TransferError saying what it had committed. The target assigns new
+   positions and transaction ids.
 
 While it runs, the temporary tables take about the file's uncompressed size on
 the target server's disk. Running an import again after it stopped part-way

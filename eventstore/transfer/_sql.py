@@ -1,5 +1,8 @@
 """Every statement export and import send, with psycopg's parameters (``%(name)s``, ``%s``).
 
+The store's tables are named as in :mod:`eventstore._sql` (from the Core tables of
+:mod:`eventstore.schema`); the import's temporary tables are its own.
+
 :data:`STATEMENTS` lists them all. The queries and writes (SELECT, INSERT,
 UPDATE, DELETE, WITH) can each be PREPAREd in a session of a database at head
 once the statements of :data:`STAGING` (which create the import's temporary
@@ -9,30 +12,32 @@ COPY statements, :data:`READ_ONLY_SNAPSHOT`) are run, not prepared.
 
 from __future__ import annotations
 
+from eventstore._sql import EVENTS, SNAPSHOTS
+
 # --------------------------------------------------------------------------- export
 
 READ_ONLY_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 """The first statement of the export's transaction: everything it reads is one snapshot."""
 
-COUNT_EVENTS = """
-SELECT count(*), count(DISTINCT stream_id) FROM events
+COUNT_EVENTS = f"""
+SELECT count(*), count(DISTINCT stream_id) FROM {EVENTS}
 WHERE %(prefix)s::text IS NULL OR starts_with(stream_id, %(prefix)s::text)
 """
-COUNT_SNAPSHOTS = """
-SELECT count(*) FROM snapshots
+COUNT_SNAPSHOTS = f"""
+SELECT count(*) FROM {SNAPSHOTS}
 WHERE %(prefix)s::text IS NULL OR starts_with(stream_id, %(prefix)s::text)
 """
 # Timestamps are formatted by the server, in UTC with all six fractional digits:
 # RFC 3339 text for CBOR tag 0, cheaper than formatting datetimes in Python.
 _RFC3339 = """to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 SELECT_EVENTS = f"""
-SELECT stream_id, version, event_type, event_data, metadata::text, {_RFC3339} FROM events
+SELECT stream_id, version, event_type, event_data, metadata::text, {_RFC3339} FROM {EVENTS}
 WHERE %(prefix)s::text IS NULL OR starts_with(stream_id, %(prefix)s::text)
 ORDER BY transaction_id, position
 """
 """The events to export, in feed order, as the arguments of ItemWriter.event."""
 SELECT_SNAPSHOTS = f"""
-SELECT stream_id, version, state_data, {_RFC3339} FROM snapshots
+SELECT stream_id, version, state_data, {_RFC3339} FROM {SNAPSHOTS}
 WHERE %(prefix)s::text IS NULL OR starts_with(stream_id, %(prefix)s::text)
 ORDER BY stream_id
 """
@@ -129,12 +134,12 @@ LIMIT 1
 # A stream is accepted when its first version in the file follows the target's
 # head. Run once for every stream, then again inside each batch's transaction for
 # that batch's streams (a stream refused then stays refused: never re-accepted).
-CHECK_TARGET = """
+CHECK_TARGET = f"""
 WITH heads AS (
     SELECT s.stream_id, coalesce(last.version, 0) AS version
     FROM pg_temp.eventstore_import_streams AS s
     LEFT JOIN LATERAL (
-        SELECT version FROM events AS e WHERE e.stream_id = s.stream_id
+        SELECT version FROM {EVENTS} AS e WHERE e.stream_id = s.stream_id
         ORDER BY version DESC LIMIT 1
     ) AS last ON true
     WHERE %(all)s::boolean
@@ -181,15 +186,15 @@ USING pg_temp.eventstore_import_streams AS s
 WHERE e.stream_id = s.stream_id AND NOT s.accepted
   AND (%(all)s::boolean OR s.first_ordinal BETWEEN %(low)s::bigint AND %(high)s::bigint)
 """
-INSERT_EVENTS = """
-INSERT INTO events (stream_id, version, event_type, event_data, metadata, created_at)
+INSERT_EVENTS = f"""
+INSERT INTO {EVENTS} (stream_id, version, event_type, event_data, metadata, created_at)
 SELECT stream_id, version, event_type, event_data, metadata::jsonb, created_at
 FROM pg_temp.eventstore_import_events
 WHERE ordinal BETWEEN %(low)s::bigint AND %(high)s::bigint
 ORDER BY ordinal
 """
-INSERT_SNAPSHOTS = """
-INSERT INTO snapshots (stream_id, version, state_data, created_at)
+INSERT_SNAPSHOTS = f"""
+INSERT INTO {SNAPSHOTS} (stream_id, version, state_data, created_at)
 SELECT n.stream_id, n.version, n.state_data, n.created_at
 FROM pg_temp.eventstore_import_snapshots AS n
 JOIN pg_temp.eventstore_import_streams AS s USING (stream_id)
@@ -198,7 +203,7 @@ ON CONFLICT (stream_id) DO UPDATE
     SET version = EXCLUDED.version,
         state_data = EXCLUDED.state_data,
         created_at = EXCLUDED.created_at
-    WHERE snapshots.version < EXCLUDED.version
+    WHERE {SNAPSHOTS}.version < EXCLUDED.version
 """
 BATCH_STREAMS = """
 SELECT count(*) FROM pg_temp.eventstore_import_streams

@@ -4,14 +4,9 @@ rest are run."""
 
 from __future__ import annotations
 
-import re
+from _sql_checks import core_tables_connection, numbered
 
-import psycopg
-from sqlalchemy import create_engine
-
-from eventstore import schema
 from eventstore.transfer import _sql
-from eventstore.urls import normalize_url
 
 RUN_NOT_PREPARED = {
     _sql.READ_ONLY_SNAPSHOT,
@@ -21,17 +16,6 @@ RUN_NOT_PREPARED = {
     _sql.INDEX_STAGE,
     _sql.DROP_STAGE,
 }
-
-
-def _numbered(statement: str) -> str:
-    """``statement`` with psycopg's parameters as PREPARE's ``$1``, ``$2``..."""
-    names: dict[str, int] = {}
-
-    def number(match: re.Match[str]) -> str:
-        name = match.group(1) or f"#{len(names)}"
-        return f"${names.setdefault(name, len(names) + 1)}"
-
-    return re.sub(r"%\((\w+)\)s|%s", number, statement)
 
 
 def test_statements_lists_every_statement_of_the_module() -> None:
@@ -49,15 +33,8 @@ def test_statements_lists_every_statement_of_the_module() -> None:
     assert set(_sql.STAGING) <= RUN_NOT_PREPARED <= constants
 
 
-def test_every_statement_prepares_or_runs_on_the_core_tables(scratch_database_url: str) -> None:
-    engine = create_engine(normalize_url(scratch_database_url))
-    try:
-        schema.metadata.create_all(engine)
-    finally:
-        engine.dispose()
-    libpq = normalize_url(scratch_database_url).set(drivername="postgresql")
-
-    with psycopg.connect(libpq.render_as_string(hide_password=False)) as connection:
+def test_every_statement_prepares_or_runs_on_the_core_tables(eventstore_database_url: str) -> None:
+    with core_tables_connection(eventstore_database_url) as connection:
         connection.execute(_sql.READ_ONLY_SNAPSHOT)
         connection.rollback()
         connection.execute(_sql.STAGE_TABLES)
@@ -72,7 +49,7 @@ def test_every_statement_prepares_or_runs_on_the_core_tables(scratch_database_ur
         prepared = 0
         for index, statement in enumerate(_sql.STATEMENTS):
             if statement not in RUN_NOT_PREPARED:
-                connection.execute(f"PREPARE transfer_{index} AS {_numbered(statement)}")
+                connection.execute(f"PREPARE transfer_{index} AS {numbered(statement)}")
                 prepared += 1
         connection.execute(_sql.DROP_STAGE)
         connection.rollback()

@@ -87,3 +87,13 @@ def reported_errors() -> Iterator[None]:
         raise click.ClickException(
             f"the database refused: {first_line(error)} (`eventstore doctor` checks the set-up)"
         ) from None
+
+
+def size_text(size: int) -> str:
+    """Bytes as ``pg_size_pretty`` shows them: ``8192 bytes``, ``16 kB``, ``1234 MB``."""
+    value, unit = float(size), "bytes"
+    for larger in ("kB", "MB", "GB", "TB"):
+        if value < 10 * 1024:
+            break
+        value, unit = value / 1024, larger
+    return f"{round(value)} {unit}"

@@ -9,18 +9,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
 
-from eventstore.cli._common import console, reported_errors, resolve_url, url_option
+from eventstore.cli._common import console, reported_errors, resolve_url, size_text, url_option
 from eventstore.monitoring import StatsReport, collect_stats
-
-
-def size_text(size: int) -> str:
-    """Bytes as ``pg_size_pretty`` shows them: ``8192 bytes``, ``16 kB``, ``1234 MB``."""
-    value, unit = float(size), "bytes"
-    for larger in ("kB", "MB", "GB", "TB"):
-        if value < 10 * 1024:
-            break
-        value, unit = value / 1024, larger
-    return f"{round(value)} {unit}"
 
 
 def _count(number: int, noun: str) -> str:

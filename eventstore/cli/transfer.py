@@ -21,7 +21,14 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from eventstore.cli._common import console, redact, reported_errors, resolve_url, url_option
+from eventstore.cli._common import (
+    console,
+    redact,
+    reported_errors,
+    resolve_url,
+    size_text,
+    url_option,
+)
 from eventstore.transfer import (
     ImportSummary,
     ProgressCallback,
@@ -84,7 +91,7 @@ def export_command(
     out.print(
         f"exported {summary.events:,} events of {summary.streams:,} streams and "
         f"{summary.snapshots:,} snapshots from {redact(database)} to "
-        f"{'standard output' if to_stdout else file} ({_size(summary.bytes_written)}) "
+        f"{'standard output' if to_stdout else file} ({size_text(summary.bytes_written)}) "
         f"in {summary.seconds:.1f} s ({rate:,.0f} events/s)"
     )
 
@@ -201,12 +208,3 @@ def _progress() -> Iterator[ProgressCallback]:
 
 def _stderr() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _size(count: int) -> str:
-    units = ("B", "kB", "MB", "GB", "TB")
-    size, unit = float(count), 0
-    while size >= 1000 and unit < len(units) - 1:
-        size /= 1000
-        unit += 1
-    return f"{count} B" if unit == 0 else f"{size:.1f} {units[unit]}"

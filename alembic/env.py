@@ -24,7 +24,7 @@ from sqlalchemy import Connection, engine_from_config, pool
 
 from eventstore.errors import ValidationError
 from eventstore.migrations import VERSION_TABLE
-from eventstore.schema import metadata
+from eventstore.schema import metadata, recognise_types
 from eventstore.urls import database_url_from_environment, normalize_url
 
 # The Alembic Config object: access to the values of the .ini file in use, if any.
@@ -94,6 +94,10 @@ def run_migrations_online() -> None:
         prefix="sqlalchemy.",
         poolclass=pool.NullPool,
     )
+    # `alembic check` and `alembic revision --autogenerate` reflect the tables
+    # through this engine: let it read xid8 (a handed-in connection is the
+    # caller's, and an upgrade or downgrade reflects no column types).
+    recognise_types(connectable.dialect)
     try:
         with connectable.connect() as connection:
             run_on(connection)

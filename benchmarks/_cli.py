@@ -23,14 +23,15 @@ from typing import Any
 
 from rich.console import Console
 
+from benchmarks._appends import batch_appends, single_appends
+from benchmarks._concurrency import concurrency, contention
 from benchmarks._context import Bench
-from benchmarks._ops_append import batch_appends, single_appends
-from benchmarks._ops_concurrency import concurrency, contention
-from benchmarks._ops_growth import growth
-from benchmarks._ops_read import iterate_stream, load_stream, snapshots
+from benchmarks._growth import growth
 from benchmarks._peer import peer_available
 from benchmarks._plan import Plan, plan_for
+from benchmarks._reads import iterate_stream, load_stream, snapshots
 from benchmarks._report import (
+    FEED_NOTE,
     FLOOR_NOTE,
     PEER_STORES_LESS,
     build_report,
@@ -44,15 +45,20 @@ from benchmarks._server import LAYOUTS, NoServerError, ScratchDatabases, server,
 from benchmarks._targets import evaluate
 
 OPERATIONS: dict[int, tuple[str, Callable[[Bench], list[CaseResult]]]] = {
-    1: ("single-event append, new and existing streams", single_appends),
-    2: ("batch append of 10 and 100 events", batch_appends),
+    1: (
+        "single-event append latency, new and existing streams, and the global feed's cost",
+        single_appends,
+    ),
+    2: ("batch append throughput, 10 and 100 events", batch_appends),
     3: ("load a 10,000-event stream", load_stream),
-    4: ("iterate a 1,000,000-event stream (RSS)", iterate_stream),
+    4: ("iterate a 1,000,000-event stream (RSS), and read the global feed", iterate_stream),
     5: ("snapshot save and Repository load", snapshots),
     6: ("1, 4, 8, 16 threads on their own streams", concurrency),
     7: ("8 threads racing for one stream", contention),
-    8: ("growth: 10^4..10^6 rows (10^7 with --scale)", growth),
+    8: ("table growth: 10^4..10^6 rows (10^7 with --scale)", growth),
 }
+"""What ``--only`` selects: each measurement's number (the report's ``op``), what
+it measures, and the function that measures it."""
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 
@@ -88,8 +94,9 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         "--growth-layout",
         choices=sorted(LAYOUTS),
         default=None,
-        help="row order of operation 8's table: interleaved (default; a stream's events "
-        "spread over many pages, as with many concurrent writers) or clustered",
+        help="row order of the table-growth measurement (operation 8): interleaved "
+        "(default; a stream's events spread over many pages, as with many concurrent "
+        "writers) or clustered",
     )
     parser.add_argument(
         "--no-peer",
@@ -119,10 +126,11 @@ LAYOUT_NOTES = {
 def _notes(plan: Plan, peer: bool) -> list[str]:
     notes = [
         FLOOR_NOTE,
+        FEED_NOTE,
         "durability: fsync and synchronous_commit are the server's own, never changed by "
         "the suite, for every side alike.",
-        "op 4 runs each side in a child process of its own: RSS growth is that process's "
-        "peak RSS during the iteration minus its RSS just before.",
+        "op 4's iteration runs each side in a child process of its own: RSS growth is that "
+        "process's peak RSS during the iteration minus its RSS just before.",
         "ops 4 and 8 fill with INSERT ... SELECT generate_series, then VACUUM (ANALYZE) "
         "every side's table, as autovacuum would, and CHECKPOINT (when the role may) so "
         "the fill's WAL is not flushed while latencies are timed.",
@@ -180,7 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench = Bench(scratch, plan, peer=peer)
             bench.log(f"server: {facts['version']} ({description}); mode {plan.mode}")
             for number in selected:
-                _, operation = OPERATIONS[number]
+                title, operation = OPERATIONS[number]
+                bench.log(f"op {number}: {title}")
                 cases.extend(operation(bench))
             bench.log("dropping scratch databases")
     except NoServerError as exc:

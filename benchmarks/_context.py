@@ -1,4 +1,4 @@
-"""What every operation gets: the plan, the scratch databases (created and
+"""What every measurement gets: the plan, the scratch databases (created and
 migrated on first use), the sides to measure, and a progress log on stderr."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from benchmarks._library import LibrarySide
 from benchmarks._peer import PeerSide
 from benchmarks._plan import Plan
 from benchmarks._server import ScratchDatabases
-from benchmarks._ways import FLOOR, LIBRARY, PEER, Side
+from benchmarks._sides import FLOOR, LIBRARY, PEER, Side
 from eventstore import migrations
 
 
@@ -34,14 +34,14 @@ class Bench:
         elapsed = time.perf_counter() - self._started
         print(f"[{elapsed:7.1f}s] {message}", file=sys.stderr, flush=True)
 
-    def database(self, purpose: str) -> str:
+    def database(self, purpose: str, revision: str = "head") -> str:
         """The URL of the scratch database for ``purpose``: created on first use,
-        migrated with ``eventstore.migrations.upgrade``, with the peer's tables
-        made by its recorders' ``create_table()``."""
+        migrated with ``eventstore.migrations.upgrade`` to ``revision``, with (at
+        head) the peer's tables made by its recorders' ``create_table()``."""
         if purpose not in self._databases:
             url = self.scratch.create()
-            migrations.upgrade(url)
-            if self.peer:
+            migrations.upgrade(url, revision)
+            if self.peer and revision == "head":
                 peer = PeerSide(url)
                 try:
                     peer.create_tables()

@@ -1,6 +1,6 @@
-"""Timing: ways interleaved call by call, and threads run against a deadline.
+"""Timing: sides interleaved call by call, and threads run against a deadline.
 
-Nothing here knows what is being measured; the operations hand in callables.
+Nothing here knows what is being measured; the measurements hand in callables.
 """
 
 from __future__ import annotations

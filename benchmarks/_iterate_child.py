@@ -1,6 +1,6 @@
-"""Operation 4's measuring process: iterate one stream through one side and
-report the rate and the peak RSS growth, isolated from everything else the
-suite does.
+"""The process that measures iterating a very long stream: iterate one stream
+through one side and report the rate and the peak RSS growth, isolated from
+everything else the suite does.
 
 ``python -m benchmarks._iterate_child --side S --url U --stream ID --warm-stream ID
 --page N --expect N`` prints one JSON object: ``count``, ``seconds``,
@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from benchmarks._ways import FLOOR, LIBRARY, PEER
+from benchmarks._sides import FLOOR, LIBRARY, PEER
 
 if TYPE_CHECKING:
     from benchmarks._floor import FloorSide

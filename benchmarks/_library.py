@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import itertools
 from typing import Any
 
-from benchmarks._ways import LIBRARY, LIBRARY_NO_NOTIFY, ConflictError
+from benchmarks._sides import LIBRARY, LIBRARY_NO_NOTIFY, ConflictError
 from benchmarks._workload import EVENT_TYPE, METADATA, PAYLOAD, STATE, fold, initial_state
 from eventstore import ConcurrencyError, NewEvent, PostgresEventStore, Repository
 
@@ -62,6 +63,14 @@ class LibrarySide:
         """Stream the whole stream with ``iter_events``; return the event count."""
         count = 0
         for _ in self.store.iter_events(stream_id, batch_size=page):
+            count += 1
+        return count
+
+    def read_feed(self, events: int, page: int) -> int:
+        """Read the first ``events`` events of the global feed with
+        ``iter_all(batch_size=page)``; return the event count."""
+        count = 0
+        for _ in itertools.islice(self.store.iter_all(batch_size=page), events):
             count += 1
         return count
 

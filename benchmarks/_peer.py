@@ -17,7 +17,7 @@ from typing import Any
 import cbor2
 import psycopg.conninfo
 
-from benchmarks._ways import PEER, ConflictError, libpq_url
+from benchmarks._sides import PEER, ConflictError, libpq_url
 from benchmarks._workload import (
     EVENT_TYPE,
     METADATA,

@@ -8,7 +8,8 @@ from dataclasses import dataclass, replace
 @dataclass(frozen=True)
 class Plan:
     """Counts and durations for one run. ``rounds`` are interleaved rounds,
-    ``calls`` timed calls per side per round, ``seconds`` a thread run's length."""
+    ``calls`` timed calls per side per round, ``seconds`` a thread run's length.
+    ``feed_events`` is a multiple of ``page`` (the feed is read in whole pages)."""
 
     mode: str
     warmup: int
@@ -24,6 +25,9 @@ class Plan:
     iterate_events: int
     iterate_rounds: int
     page: int
+    feed_events: int
+    feed_rounds: int
+    feed_calls: int
     snapshot_rounds: int
     snapshot_calls: int
     snapshot_at: int
@@ -62,6 +66,9 @@ FULL = Plan(
     iterate_events=1_000_000,
     iterate_rounds=2,
     page=1000,
+    feed_events=100_000,
+    feed_rounds=5,
+    feed_calls=1,
     snapshot_rounds=10,
     snapshot_calls=100,
     snapshot_at=100,
@@ -95,6 +102,8 @@ QUICK = replace(
     iterate_events=1_000,
     iterate_rounds=1,
     page=100,
+    feed_events=1_000,
+    feed_rounds=2,
     snapshot_rounds=2,
     snapshot_calls=10,
     thread_rounds=1,
@@ -110,7 +119,7 @@ QUICK = replace(
 
 def plan_for(*, quick: bool, scale: bool, growth_layout: str | None = None) -> Plan:
     """The plan for the command-line flags (``quick`` and ``scale`` exclude each
-    other); ``growth_layout`` overrides operation 8's row order."""
+    other); ``growth_layout`` overrides the row order of the table-growth measurement."""
     if quick and scale:
         raise ValueError("--quick and --scale exclude each other")
     plan = QUICK if quick else SCALE if scale else FULL

@@ -55,11 +55,23 @@ PEER_STORES_LESS = (
 
 FLOOR_NOTE = (
     "floor: raw psycopg 3, autocommit, prepare=True, the library's own SQL text "
-    "(eventstore.postgres); floor-bare: a bare INSERT with no check (the absolute floor "
+    "(eventstore._sql); floor-bare: a bare INSERT with no check (the absolute floor "
     "for appends). Every side encodes CBOR (and JSON metadata) per call. Op 6's "
     "library/no-notify is PostgresEventStore(notify=False), compared with floor/no-notify "
     "(the library's own SQL without NOTIFY)."
 )
+
+FEED_NOTE = (
+    "the global feed's cost: op 1's floor/pre-feed is the single append as it was before "
+    "the feed (the same version check, no stream-order check, no NOTIFY), raw, on a "
+    "database at the first revision (no transaction_id or position column, no feed "
+    "index); its ratio to floor is that append's time over today's, so its inverse is "
+    "what the feed and its NOTIFY cost an append. Op 4's feed read is iter_all over the "
+    "iterated table against the floor paging the library's own feed query, in this "
+    "process, interleaved; the peer has no global feed."
+)
+
+TARGETS_TITLE = "performance targets (docs/benchmarks.md)"
 
 
 def machine_facts() -> dict[str, Any]:
@@ -290,7 +302,7 @@ def render(report: dict[str, Any], console: Console) -> None:
             first = False
     console.print(table)
     if report["targets"]:
-        targets = Table(title="targets (issue 6)", title_justify="left")
+        targets = Table(title=TARGETS_TITLE, title_justify="left")
         for column in ("op", "target", "measured", "limit", "result", "note"):
             targets.add_column(column)
         for target in report["targets"]:

@@ -1,6 +1,7 @@
 """What a run produces: one :class:`CaseResult` per measured case (an operation
 at one size or setting), each with the figures of every side and its ratios to
-the floor and to the peer, and the :class:`Target` checks the issue sets.
+the floor and to the peer, and one :class:`Target` per performance target the
+run could check (see :mod:`benchmarks._targets`).
 
 Ratios are computed per round, from figures measured in the same round, and
 summarised by their median. Each side is compared with the floor doing the same
@@ -16,8 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from benchmarks._sides import FLOOR, FLOOR_NO_NOTIFY, LIBRARY, LIBRARY_NO_NOTIFY, PEER
 from benchmarks._stats import RatioSummary, median, per_round_ratios, rate, summarise_latencies
-from benchmarks._ways import FLOOR, FLOOR_NO_NOTIFY, LIBRARY, LIBRARY_NO_NOTIFY, PEER
 
 Basis = Literal["time", "rate"]
 
@@ -60,7 +61,7 @@ class CaseResult:
 
 @dataclass
 class Target:
-    """One target of the issue checked against this run.
+    """One of pg-eventstore's performance targets, checked against this run.
 
     ``passed`` is None when the run could not check it (a side missing, or a
     mode too small); ``note`` says why, or qualifies the figure.

@@ -9,6 +9,7 @@ and dropped ``WITH (FORCE)`` when the run ends, however it ends.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ import psycopg
 import psycopg.errors
 from psycopg import sql
 
-from benchmarks._ways import libpq_url
+from benchmarks._sides import libpq_url
 from eventstore._testdb import (
     choose_database_source,
     container_available,
@@ -219,3 +220,32 @@ def count_rows(url: str, table: str) -> int:
             sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
         ).fetchone()
     return int(row[0]) if row else 0
+
+
+FEED_HORIZON_SECONDS = 60.0
+"""How long :func:`wait_for_feed_horizon` waits for older transactions to end."""
+
+
+def wait_for_feed_horizon(url: str, timeout: float = FEED_HORIZON_SECONDS) -> None:
+    """Return once every transaction that began before this call has ended, so
+    everything committed before it is visible to the global feed (which reads
+    below the oldest running transaction on the whole server).
+
+    Raises RuntimeError when one is still running after ``timeout`` seconds.
+    """
+    with psycopg.connect(libpq_url(url), autocommit=True) as connection:
+        row = connection.execute("SELECT pg_current_xact_id()::text").fetchone()
+        marker = row[0] if row else "0"
+        deadline = time.monotonic() + timeout
+        while True:
+            passed = connection.execute(
+                "SELECT pg_snapshot_xmin(pg_current_snapshot()) > %s::xid8", (marker,)
+            ).fetchone()
+            if passed and passed[0]:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"a transaction older than {marker} kept running for {timeout:.0f} s "
+                    "on the server: the global feed cannot be read to its end"
+                )
+            time.sleep(0.01)

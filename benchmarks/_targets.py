@@ -1,4 +1,5 @@
-"""The issue's targets, checked against the cases of one run.
+"""pg-eventstore's performance targets (documented in docs/benchmarks.md,
+"Targets"), checked against the cases of one run.
 
 Each target compares ratios measured in the same run. A target whose cases
 were not run (``--only``) is left out; one that cannot be judged (no peer, or a
@@ -11,8 +12,8 @@ from collections.abc import Sequence
 
 from benchmarks._plan import Plan
 from benchmarks._results import CaseResult, Target
+from benchmarks._sides import FLOOR_JSONB, LIBRARY, LIBRARY_NO_NOTIFY
 from benchmarks._stats import per_round_ratios
-from benchmarks._ways import FLOOR_JSONB, LIBRARY, LIBRARY_NO_NOTIFY
 
 RSS_LIMIT_MB = 100.0
 

@@ -109,8 +109,8 @@ def indexes(engine: Engine, table: str) -> dict[str, str]:
         return {r[0]: r[1] for r in rows}
 
 
-def schema_drift(engine: Engine) -> list[Any]:
-    """Autogenerate's diff between eventstore.schema.metadata and the database."""
+def schema_drift(engine: Engine, metadata: sa.MetaData = schema.metadata) -> list[Any]:
+    """Autogenerate's diff between ``metadata`` (the Core tables) and the database."""
 
     def include_object(
         obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
@@ -118,6 +118,7 @@ def schema_drift(engine: Engine) -> list[Any]:
         return not (type_ == "table" and name == migrations.VERSION_TABLE)
 
     with engine.connect() as connection:
+        schema.recognise_types(connection.dialect)
         context = MigrationContext.configure(
             connection,
             opts={
@@ -126,7 +127,7 @@ def schema_drift(engine: Engine) -> list[Any]:
                 "compare_server_default": True,
             },
         )
-        return list(compare_metadata(context, schema.metadata))
+        return list(compare_metadata(context, metadata))
 
 
 # --- what the first revision creates -------------------------------------------------
@@ -255,6 +256,28 @@ def test_drift_check_notices_a_changed_database(scratch_database_url: str, engin
     }
 
     assert kinds == {"remove_column", "add_index", "modify_default"}
+
+
+def test_drift_check_compares_the_transaction_id_type(
+    scratch_database_url: str, engine: Engine
+) -> None:
+    migrations.upgrade(scratch_database_url)
+    wrong = sa.MetaData()
+    for table in schema.metadata.sorted_tables:
+        table.to_metadata(wrong)
+    wrong.tables["events"].c.transaction_id.type = sa.BigInteger()
+
+    (changes,) = schema_drift(engine, wrong)
+
+    assert [change[0] for change in changes] == ["modify_type"]
+    assert isinstance(changes[0][5], schema.XID8)
+
+
+def test_importing_the_tables_leaves_sqlalchemys_type_names_alone() -> None:
+    from sqlalchemy.dialects.postgresql.base import PGDialect, ischema_names
+
+    assert "xid8" not in ischema_names
+    assert PGDialect.ischema_names is ischema_names
 
 
 def test_revisions_never_import_the_librarys_tables() -> None:

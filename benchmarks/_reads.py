@@ -1,8 +1,10 @@
-"""Operations 3, 4 and 5: loading a long stream, iterating a very long one in
-bounded memory, and snapshots (save, and load through ``Repository``).
+"""Read cost: loading a long stream, iterating a very long one in bounded
+memory, reading the global feed, and snapshots (save, and load through
+``Repository``).
 
 The library and the floor read the same rows of the ``events`` table; the peer
-reads the same number of rows, with the same payload and metadata, from its own.
+reads the same number of rows, with the same payload and metadata, from its own
+(it has no global feed, so it sits out the feed read).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import closing
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,10 +23,11 @@ from typing import Any
 from benchmarks._context import Bench
 from benchmarks._floor import FloorSide
 from benchmarks._harness import interleave, rotation
+from benchmarks._library import LibrarySide
 from benchmarks._peer import EVENTS_TABLE
 from benchmarks._results import CaseResult, case_from_latencies, case_from_rates
-from benchmarks._server import fill, vacuum_analyze
-from benchmarks._ways import FLOOR, FLOOR_JSONB, LIBRARY, PEER, Side
+from benchmarks._server import fill, vacuum_analyze, wait_for_feed_horizon
+from benchmarks._sides import FLOOR, FLOOR_JSONB, LIBRARY, PEER, Side
 from benchmarks._workload import (
     EVENT_TYPE,
     encode_metadata,
@@ -90,16 +94,16 @@ def _checked(call: Callable[[], int], expected: int, what: str) -> Callable[[], 
 
 
 def load_stream(bench: Bench) -> list[CaseResult]:
-    """Operation 3: events/s loading and decoding a whole stream of
+    """Events/s loading and decoding a whole stream of
     ``plan.load_events`` events (the library ends in ``RecordedEvent`` objects,
     the floor in decoded payloads, the peer in decoded payloads)."""
     plan = bench.plan
     url = bench.database("main")
     prefix = f"load-{bench.run_id}-"
-    bench.log(f"op 3: filling a {plan.load_events:,}-event stream")
+    bench.log(f"filling a {plan.load_events:,}-event stream")
     fills = fill_stream(bench, url, prefix, plan.load_events)
     stream = f"{prefix}1"
-    bench.log(f"op 3: load a {plan.load_events:,}-event stream")
+    bench.log(f"load a {plan.load_events:,}-event stream")
     with bench.sides(url) as sides:
         calls = {
             name: _checked(partial(side.load, stream), plan.load_events, f"{name} load")
@@ -159,13 +163,14 @@ def _iterate_once(
 
 
 def iterate_stream(bench: Bench) -> list[CaseResult]:
-    """Operation 4: events/s iterating a ``plan.iterate_events``-event stream in
-    pages of ``plan.page`` (``iter_events`` for the library), each side in a
-    child process of its own, with the growth of that process's peak RSS."""
+    """Events/s iterating a ``plan.iterate_events``-event stream in pages of
+    ``plan.page`` (``iter_events`` for the library), each side in a child
+    process of its own, with the growth of that process's peak RSS; then the
+    global feed read over the same table (:func:`read_feed`)."""
     plan = bench.plan
     url = bench.database("iterate")
     prefix = f"iter-{bench.run_id}-"
-    bench.log(f"op 4: filling a {plan.iterate_events:,}-event stream")
+    bench.log(f"filling a {plan.iterate_events:,}-event stream")
     fills = fill_stream(bench, url, prefix, plan.iterate_events)
     fill_stream(bench, url, f"warm-{bench.run_id}-", plan.page * 2)
     tables = ["events", EVENTS_TABLE] if bench.peer else ["events"]
@@ -178,7 +183,7 @@ def iterate_stream(bench: Bench) -> list[CaseResult]:
     method = ""
     for round_number in range(plan.iterate_rounds):
         for name in rotation(names, round_number):
-            bench.log(f"op 4: iterate through {name} (round {round_number + 1})")
+            bench.log(f"iterate through {name} (round {round_number + 1})")
             result = _iterate_once(bench, name, url, f"{prefix}1", f"warm-{bench.run_id}-1")
             rates[name].append(result["count"] / result["seconds"])
             growth[name].append(result["growth_kb"] / 1024)
@@ -187,27 +192,57 @@ def iterate_stream(bench: Bench) -> list[CaseResult]:
         name: {"rss_growth_mb": max(growth[name]), "rss_growth_mb_per_round": growth[name]}
         for name in names
     }
-    return [
-        case_from_rates(
-            key="4.iterate",
-            operation=4,
-            title=f"iter_events over {plan.iterate_events:,} events",
-            rate_unit="events/s",
-            rates=rates,
-            extras=extras,
-            extra={
-                "fill_seconds": fills,
-                "vacuum_analyze_seconds": vacuum_seconds,
-                "checkpointed": checkpointed,
-                "page": plan.page,
-                "rss_method": method,
-            },
-        )
-    ]
+    iterated = case_from_rates(
+        key="4.iterate",
+        operation=4,
+        title=f"iter_events over {plan.iterate_events:,} events",
+        rate_unit="events/s",
+        rates=rates,
+        extras=extras,
+        extra={
+            "fill_seconds": fills,
+            "vacuum_analyze_seconds": vacuum_seconds,
+            "checkpointed": checkpointed,
+            "page": plan.page,
+            "rss_method": method,
+        },
+    )
+    return [iterated, read_feed(bench, url)]
+
+
+def read_feed(bench: Bench, url: str) -> CaseResult:
+    """Events/s reading the first ``plan.feed_events`` events of the global feed
+    of ``url`` in pages of ``plan.page``: ``iter_all`` for the library, the
+    library's feed query paged the same way for the floor; in this process,
+    interleaved. Waits first until every transaction older than the call has
+    ended, so the whole fill is below the feed's horizon."""
+    plan = bench.plan
+    wait_for_feed_horizon(url)
+    bench.log(f"read the first {plan.feed_events:,} events of the global feed")
+    with closing(LibrarySide(url)) as library, closing(FloorSide(url)) as floor:
+        calls = {
+            name: _checked(
+                partial(side.read_feed, plan.feed_events, plan.page),
+                plan.feed_events,
+                f"{name} feed read",
+            )
+            for name, side in ((LIBRARY, library), (FLOOR, floor))
+        }
+        samples = interleave(calls, rounds=plan.feed_rounds, per_round=plan.feed_calls, warmup=1)
+    return case_from_latencies(
+        key="4.feed",
+        operation=4,
+        title=f"iter_all: first {plan.feed_events:,} events of the feed",
+        basis="rate",
+        units_per_call=plan.feed_events,
+        rate_unit="events/s",
+        samples=samples,
+        extra={"page": plan.page},
+    )
 
 
 def snapshots(bench: Bench) -> list[CaseResult]:
-    """Operation 5: ops/s of a snapshot save (the library's UPSERT; the peer adds a
+    """Ops/s of a snapshot save (the library's UPSERT; the peer adds a
     row to its snapshot table) and of a load through ``Repository``: the
     snapshot at ``plan.snapshot_at`` plus ``plan.replay_events`` events folded in."""
     plan = bench.plan
@@ -216,7 +251,7 @@ def snapshots(bench: Bench) -> list[CaseResult]:
     save_prefix = f"snap-{bench.run_id}-"
     replay_prefix = f"replay-{bench.run_id}-"
     total = plan.snapshot_at + plan.replay_events
-    bench.log("op 5: filling snapshot and replay streams")
+    bench.log("filling snapshot and replay streams")
     # Streams 1 and 2 take the library's and the floor's saves (each save needs
     # the stream to reach its version); the peer's saves need no events.
     fill(
@@ -263,7 +298,7 @@ def snapshots(bench: Bench) -> list[CaseResult]:
                 {name: loader(side) for name, side in sides.items()},
             ),
         ):
-            bench.log(f"op 5: {title}")
+            bench.log(title)
             samples = interleave(
                 calls,
                 rounds=plan.snapshot_rounds,

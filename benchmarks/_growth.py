@@ -1,4 +1,4 @@
-"""Operation 8: does the cost of appending to, and loading, a 100-event stream
+"""Table growth: does the cost of appending to, and loading, a 100-event stream
 stay flat as the table grows to 10^4, 10^5, 10^6 (and with ``--scale`` 10^7) rows?
 
 The table is filled on the server with ``INSERT ... SELECT generate_series``
@@ -18,11 +18,11 @@ from collections.abc import Callable
 
 from benchmarks._context import Bench
 from benchmarks._harness import interleave
-from benchmarks._ops_read import fill_stream
 from benchmarks._peer import EVENTS_TABLE
+from benchmarks._reads import fill_stream
 from benchmarks._results import CaseResult, case_from_latencies
 from benchmarks._server import vacuum_analyze
-from benchmarks._ways import PEER, Side
+from benchmarks._sides import PEER, Side
 
 
 def _appender(
@@ -59,7 +59,7 @@ def growth(bench: Bench) -> list[CaseResult]:
     tables = ["events", EVENTS_TABLE] if bench.peer else ["events"]
     for level in plan.growth_levels:
         streams = level // per_stream
-        bench.log(f"op 8: filling to {level:,} rows")
+        bench.log(f"filling to {level:,} rows")
         fills = fill_stream(
             bench,
             url,
@@ -73,7 +73,7 @@ def growth(bench: Bench) -> list[CaseResult]:
         start = time.perf_counter()
         checkpointed = vacuum_analyze(url, *tables)
         vacuum_seconds = time.perf_counter() - start
-        bench.log(f"op 8: measuring at {level:,} rows")
+        bench.log(f"measuring at {level:,} rows")
         rng = random.Random(level)
         with bench.sides(url) as sides:
             for kind in ("append", "load"):

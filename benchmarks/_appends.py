@@ -1,16 +1,18 @@
-"""Operations 1 and 2: single-event appends (new and existing streams, with an
-expected-version check) and batch appends of 10 and 100 events."""
+"""Append cost: the latency of single-event appends (new and existing streams,
+with an expected-version check), what the global feed adds to it, and the
+throughput of batch appends of 10 and 100 events."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from contextlib import closing
 
 from benchmarks._context import Bench
-from benchmarks._floor import FloorSide
+from benchmarks._floor import PRE_FEED_REVISION, FloorSide
 from benchmarks._harness import interleave
 from benchmarks._results import CaseResult, case_from_latencies
-from benchmarks._ways import FLOOR, FLOOR_BARE, Side
+from benchmarks._sides import FLOOR, FLOOR_BARE, FLOOR_PRE_FEED, Side
 
 Append = Callable[[str, int, int], int]
 
@@ -47,19 +49,22 @@ def _existing_streams(append: Append, prefix: str, streams: int) -> Callable[[],
 
 
 def single_appends(bench: Bench) -> list[CaseResult]:
-    """Operation 1: p50/p99 latency of one-event appends with an exact expected
-    version, to new streams and to existing ones. ``floor-bare`` is the bare
-    ``INSERT`` (no check), the absolute floor."""
+    """p50/p99 latency of one-event appends with an exact expected version, to
+    new streams and to existing ones. ``floor-bare`` is the bare ``INSERT`` (no
+    check), the absolute floor; ``floor/pre-feed`` is the append as it was before
+    the global feed, on a database at the first revision (what the feed adds)."""
     plan = bench.plan
     url = bench.database("main")
+    pre_feed_url = bench.database("pre-feed", revision=PRE_FEED_REVISION)
     cases = []
-    with bench.sides(url) as sides:
+    with bench.sides(url) as sides, closing(FloorSide(pre_feed_url)) as pre_feed:
         appenders = _appenders(sides)
+        appenders[FLOOR_PRE_FEED] = pre_feed.append_pre_feed
         for case, title, make in (
             ("new", "single append, new stream", None),
             ("existing", "single append, existing stream", plan.existing_streams),
         ):
-            bench.log(f"op 1: {title}")
+            bench.log(title)
             calls = {
                 name: (
                     _new_streams(append, f"one-{case}-{name}-{bench.run_id}", 1)
@@ -86,15 +91,15 @@ def single_appends(bench: Bench) -> list[CaseResult]:
 
 
 def batch_appends(bench: Bench) -> list[CaseResult]:
-    """Operation 2: events/s of one-statement batch appends (10 and 100 events)
-    to new streams, expected version 0."""
+    """Events/s of one-statement batch appends (10 and 100 events) to new
+    streams, expected version 0."""
     plan = bench.plan
     url = bench.database("main")
     cases = []
     with bench.sides(url) as sides:
         appenders = _appenders(sides)
         for size in plan.batch_sizes:
-            bench.log(f"op 2: batch append of {size}")
+            bench.log(f"batch append of {size}")
             calls = {
                 name: _new_streams(append, f"batch{size}-{name}-{bench.run_id}", size)
                 for name, append in appenders.items()

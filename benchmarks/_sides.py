@@ -1,5 +1,6 @@
-"""The one interface the three sides implement, so that each operation is
-written once and run against all of them.
+"""The sides a measurement runs through (this library, the floor, the peer)
+and the one interface they implement, so that each measurement is written once
+and run against all of them.
 
 A side's methods do the whole job a user's call would do: encode on the way in,
 decode on the way out. The floor and the library send the same SQL text; the
@@ -19,10 +20,14 @@ PEER = "peer"
 LIBRARY_NO_NOTIFY = "library/no-notify"
 FLOOR_NO_NOTIFY = "floor/no-notify"
 FLOOR_JSONB = "floor/jsonb"
-"""Operation 3's second floor: the metadata column fetched as JSONB, which
+"""The stream load's second floor: the metadata column fetched as JSONB, which
 psycopg parses on every row (the plain fetch a raw psycopg user would write);
 the library sends ``metadata::text`` and parses it only when ``.metadata`` is
 read."""
+FLOOR_PRE_FEED = "floor/pre-feed"
+"""The single-event append as it was before the global feed (no stream-order
+check, no NOTIFY), raw, on a database at the first revision (no feed columns,
+no feed index): what the feed adds to an append is the floor's time over this."""
 
 
 class ConflictError(Exception):

@@ -1,4 +1,4 @@
-"""Operations 6 and 7: many writers on their own streams (group commit), and
+"""Concurrent appends: many writers on their own streams (group commit), and
 many writers racing for one stream with exact expected versions."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from benchmarks._harness import rotation, run_threads
 from benchmarks._library import LibrarySide
 from benchmarks._peer import PeerSide
 from benchmarks._results import CaseResult, case_from_rates
-from benchmarks._ways import (
+from benchmarks._sides import (
     FLOOR,
     FLOOR_BARE,
     FLOOR_NO_NOTIFY,
@@ -89,7 +89,7 @@ def _own_streams_rate(appenders: list[Append], prefix: str, seconds: float) -> f
 
 
 def concurrency(bench: Bench) -> list[CaseResult]:
-    """Operation 6: total events/s with 1, 4, 8 and 16 threads each appending
+    """Total events/s with 1, 4, 8 and 16 threads each appending
     single events to its own stream, the pool sized to match; and the scaling
     against one thread (median rate over median one-thread rate). ``floor-bare``
     shows what the server gives with no check and no NOTIFY."""
@@ -97,7 +97,7 @@ def concurrency(bench: Bench) -> list[CaseResult]:
     url = bench.database("main")
     cases = []
     for threads in plan.thread_counts:
-        bench.log(f"op 6: {threads} thread(s) on their own streams")
+        bench.log(f"{threads} thread(s) on their own streams")
         with thread_sides(bench, url, threads) as sides:
             appenders = _appenders(sides)
             names = list(appenders)
@@ -160,14 +160,14 @@ def _racing_writer(
 
 
 def contention(bench: Bench) -> list[CaseResult]:
-    """Operation 7: ``plan.contention_threads`` threads appending to ONE stream
+    """``plan.contention_threads`` threads appending to ONE stream
     with exact expected versions, retrying on conflict with the version the
     side reported (or read back): committed events/s, the conflict rate, and a
     check that the stream ends contiguous (versions 1..commits, no gap)."""
     plan = bench.plan
     threads = plan.contention_threads
     url = bench.database("main")
-    bench.log(f"op 7: {threads} threads racing for one stream")
+    bench.log(f"{threads} threads racing for one stream")
     rates: dict[str, list[float]] = {}
     conflict_rates: dict[str, list[float]] = {}
     contiguous: dict[str, bool] = {}

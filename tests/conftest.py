@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import uuid
 from collections.abc import Iterator
 
@@ -41,7 +43,18 @@ def scratch_database_url(eventstore_database_url: str) -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-APP_ROLE = "eventstore_app_test"
+def _app_role() -> str:
+    """The least-privilege role's name, one per configured test database: roles are
+    cluster-wide, so test sessions on other databases of the same server (each
+    creating and dropping its role) keep theirs."""
+    configured = os.environ.get("EVENTSTORE_TEST_DATABASE_URL")
+    database = normalize_url(configured).database if configured else None
+    if not database:
+        return "eventstore_app_test"
+    return "eventstore_app_test_" + re.sub(r"\W", "_", database)[:40]
+
+
+APP_ROLE = _app_role()
 
 
 @pytest.fixture(scope="session")

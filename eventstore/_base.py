@@ -163,6 +163,11 @@ class BaseEventStore(Closing, EventStore, ABC):
         state = self.codec.decode_state(stream_id, version, state_data)
         return Snapshot(stream_id, version, state, created_at)
 
+    def delete_snapshot(self, stream_id: str, connection: Any = None) -> bool:
+        self.lifecycle.check_open()
+        check_identifier(stream_id, "stream_id")
+        return self._delete_snapshot(stream_id, connection)
+
     @abstractmethod
     def transaction(self) -> AbstractContextManager[Any]: ...
 
@@ -341,6 +346,11 @@ class BaseEventStore(Closing, EventStore, ABC):
     @abstractmethod
     def _load_snapshot(self, stream_id: str) -> tuple[int, bytes, datetime] | None:
         """The stored ``(version, state, created_at)``, or None."""
+
+    @abstractmethod
+    def _delete_snapshot(self, stream_id: str, connection: Any) -> bool:
+        """Delete the stream's snapshot (through ``connection`` when given); whether
+        there was one."""
 
 
 def paginate(

@@ -31,11 +31,11 @@ class MemoryTransaction:
     """A unit of work of one :class:`~eventstore.InMemoryEventStore`.
 
     Pass it as ``connection=`` to that store's ``append_events``,
-    ``load_events`` and ``save_snapshot`` inside its ``with`` block: appends
-    and snapshots are kept back until the block ends, then applied together
-    (or dropped when the block raises). Reads through it see its own writes.
-    After its block it is refused (``ValidationError``). The store's lock
-    guards every attribute.
+    ``load_events``, ``save_snapshot`` and ``delete_snapshot`` inside its
+    ``with`` block: appends and snapshot saves and deletes are kept back until
+    the block ends, then applied together (or dropped when the block raises).
+    Reads through it see its own writes. After its block it is refused
+    (``ValidationError``). The store's lock guards every attribute.
     """
 
     def __init__(self, store: object) -> None:
@@ -50,6 +50,9 @@ class MemoryTransaction:
         """Each stream it appended to, at the version its staged events reach."""
         self.snapshots: dict[str, tuple[int, bytes]] = {}
         """Staged snapshots: ``(version, state)`` by stream."""
+        self.deleted_snapshots: set[str] = set()
+        """Streams whose committed snapshot it deleted: gone when it commits, before
+        its staged snapshots are applied."""
         self.waiting_for: MemoryTransaction | None = None
         """The unit of work whose stream it waits for, if any (to find deadlocks)."""
 

@@ -181,6 +181,9 @@ LOAD_SNAPSHOT = (
     f"SELECT version, state_data, created_at FROM {SNAPSHOTS} WHERE stream_id = %(stream_id)s"
 )
 
+# delete_snapshot: one row back when there was a snapshot to delete.
+DISCARD_SNAPSHOT = f"DELETE FROM {SNAPSHOTS} WHERE stream_id = %(stream_id)s RETURNING 1"
+
 # -- projections -------------------------------------------------------------------
 
 PROJECTION_LOCK_NAMESPACE = 0x4553
@@ -259,6 +262,7 @@ PSYCOPG_STATEMENTS: dict[str, str] = {
     "SAVE_SNAPSHOT_IN_TRANSACTION": SAVE_SNAPSHOT_IN_TRANSACTION,
     "HEAD_IN_TRANSACTION": HEAD_IN_TRANSACTION,
     "LOAD_SNAPSHOT": LOAD_SNAPSHOT,
+    "DISCARD_SNAPSHOT": DISCARD_SNAPSHOT,
     "LOCK_PROJECTION": LOCK_PROJECTION,
     "UNLOCK_PROJECTION": UNLOCK_PROJECTION,
     "LOCK_FOR_TRANSACTION": LOCK_FOR_TRANSACTION,

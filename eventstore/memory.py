@@ -141,12 +141,13 @@ class InMemoryEventStore(BaseEventStore):
     @contextmanager
     def transaction(self) -> Iterator[MemoryTransaction]:
         """A unit of work: pass what this yields as ``connection=`` to
-        ``append_events``, ``load_events`` and ``save_snapshot``.
+        ``append_events``, ``load_events``, ``save_snapshot`` and
+        ``delete_snapshot``.
 
-        Its appends and snapshots are applied together when the block ends
-        (their events contiguous in the feed, in the order they were appended),
-        or dropped when it raises; reads through it see them, other reads do
-        not. A stream it appended to is reserved until then: another thread's
+        Its appends and snapshot saves and deletes are applied together when the
+        block ends (their events contiguous in the feed, in the order they were
+        appended), or dropped when it raises; reads through it see them, other
+        reads do not. A stream it appended to is reserved until then: another thread's
         writer of that stream waits, then gets the usual answer, as on
         PostgreSQL. Unlike PostgreSQL, which would wait forever, a write of the
         same thread to such a stream outside the unit of work raises
@@ -168,6 +169,8 @@ class InMemoryEventStore(BaseEventStore):
                 now = datetime.now(timezone.utc)
                 if unit.events:
                     self._write([(e.stream_id, e.event) for e in unit.events], now)
+                for stream_id in unit.deleted_snapshots:
+                    self._snapshots.pop(stream_id, None)
                 for stream_id, (version, state) in unit.snapshots.items():
                     kept = self._snapshots.get(stream_id)
                     if kept is None or kept[0] < version:
@@ -227,10 +230,7 @@ class InMemoryEventStore(BaseEventStore):
         with self._lock:
             unit = self._unit_of(connection)
             head = self._head(stream_id, unit)
-            kept = self._snapshots.get(stream_id)
-            kept_version = None if kept is None else kept[0]
-            if unit is not None and stream_id in unit.snapshots:
-                kept_version = unit.snapshots[stream_id][0]
+            kept_version = self._kept_snapshot_version(stream_id, unit)
             if version > head or (kept_version is not None and kept_version >= version):
                 return False, head
             if unit is not None:
@@ -242,6 +242,27 @@ class InMemoryEventStore(BaseEventStore):
     def _load_snapshot(self, stream_id: str) -> tuple[int, bytes, datetime] | None:
         with self._lock:
             return self._snapshots.get(stream_id)
+
+    def _delete_snapshot(self, stream_id: str, connection: Any) -> bool:
+        with self._lock:
+            unit = self._unit_of(connection)
+            if unit is None:
+                return self._snapshots.pop(stream_id, None) is not None
+            existed = self._kept_snapshot_version(stream_id, unit) is not None
+            unit.snapshots.pop(stream_id, None)
+            unit.deleted_snapshots.add(stream_id)
+            return existed
+
+    def _kept_snapshot_version(self, stream_id: str, unit: MemoryTransaction | None) -> int | None:
+        """The version of the stream's snapshot as seen through ``unit`` when given
+        (its own saves and deletes first), or None; the caller holds the lock."""
+        if unit is not None:
+            if stream_id in unit.snapshots:
+                return unit.snapshots[stream_id][0]
+            if stream_id in unit.deleted_snapshots:
+                return None
+        kept = self._snapshots.get(stream_id)
+        return None if kept is None else kept[0]
 
     # -- the feed ---------------------------------------------------------------------
 

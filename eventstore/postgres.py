@@ -45,6 +45,7 @@ from eventstore._sql import (
     APPEND_ONE,
     APPEND_ONE_SILENT,
     APPEND_SILENT,
+    DISCARD_SNAPSHOT,
     FEED_HEAD,
     HEAD_IN_TRANSACTION,
     IN_TRANSACTION,
@@ -95,6 +96,7 @@ _ONE_ROW_STATEMENTS = frozenset(
         APPEND_ONE_SILENT,
         STREAM_VERSION,
         SAVE_SNAPSHOT,
+        DISCARD_SNAPSHOT,
         LOAD_CHECKPOINT,
         FEED_HEAD,
     }
@@ -113,12 +115,14 @@ _RERUNNABLE = frozenset(
         LOAD_SNAPSHOT,
         LOAD_CHECKPOINT,
         SAVE_SNAPSHOT,
+        DISCARD_SNAPSHOT,
     }
 )
 """Statements run once more on a new connection when their pooled connection was
-lost: the reads, and the snapshot UPSERT (running it twice keeps the same
-snapshot; the second run may report False, "a snapshot as new is kept", for the
-snapshot the first run stored). Never an append."""
+lost: the reads, the snapshot UPSERT (running it twice keeps the same snapshot;
+the second run may report False, "a snapshot as new is kept", for the snapshot
+the first run stored) and the snapshot DELETE (the second run may report False,
+"there was none", for the snapshot the first run deleted). Never an append."""
 
 _CURSOR_KEY = "eventstore.cursor"
 """Where a pooled connection's kept cursor lives in its ``info`` (which SQLAlchemy
@@ -356,6 +360,15 @@ class PostgresEventStore(BaseEventStore):
     def _load_snapshot(self, stream_id: str) -> tuple[int, bytes, datetime] | None:
         rows = self._execute(LOAD_SNAPSHOT, {"stream_id": stream_id}, None)
         return None if not rows else (rows[0][0], rows[0][1], rows[0][2])
+
+    def _delete_snapshot(self, stream_id: str, connection: Connection | None) -> bool:
+        """See :meth:`BaseEventStore._delete_snapshot`. Inside the caller's
+        transaction, in a savepoint: a failure leaves that transaction usable."""
+        params = {"stream_id": stream_id}
+        # (Without a connection, no savepoint: ``_execute`` would take it for an append.)
+        return bool(
+            self._execute(DISCARD_SNAPSHOT, params, connection, savepoint=connection is not None)
+        )
 
     def _feed_rows(
         self,

@@ -1,9 +1,9 @@
 """Least privilege: what an application's database role needs, and nothing more.
 
 The tables' owner (the role that runs the migrations) grants an application
-role exactly what the store does: read and append events, read and upsert
-snapshots, keep projection checkpoints. The application role can then neither
-rewrite nor delete events, nor change the schema.
+role exactly what the store does: read and append events, read, upsert and
+delete snapshots, keep projection checkpoints. The application role can then
+neither rewrite nor delete events, nor change the schema.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from eventstore._validation import check_identifier
 
 STORE_PRIVILEGES: dict[str, str] = {
     "events": "SELECT, INSERT",
-    "snapshots": "SELECT, INSERT, UPDATE",
+    "snapshots": "SELECT, INSERT, UPDATE, DELETE",
     "projection_checkpoints": "SELECT, INSERT, UPDATE, DELETE",
 }
 """What the store does with each table."""

@@ -141,13 +141,29 @@ class EventStore(Protocol):
         cannot be decoded."""
         ...
 
+    def delete_snapshot(self, stream_id: str, connection: Any = None) -> bool:
+        """Delete the stream's snapshot; True when there was one, False otherwise.
+
+        The events are not touched (the log stays append-only): a snapshot is a
+        cache, and deleting it makes the next load replay the stream from its
+        first event. The way to get rid of a snapshot that must not be used (one
+        that no longer decodes, or one of an older shape), so that the next
+        :meth:`save_snapshot` is written whatever its version. The stored state
+        is not decoded. With ``connection=`` the snapshot is deleted when that
+        unit of work commits, together with what else it wrote (a
+        :meth:`save_snapshot` after it in the same unit of work is kept); until
+        then :meth:`load_snapshot` still returns it.
+        """
+        ...
+
     # -- units of work -------------------------------------------------------------
 
     def transaction(self) -> AbstractContextManager[Any]:
         """A unit of work over any number of streams, as a context manager.
 
         Pass what it yields as ``connection=`` to :meth:`append_events`,
-        :meth:`load_events` and :meth:`save_snapshot`: what they write commits
+        :meth:`load_events`, :meth:`save_snapshot` and :meth:`delete_snapshot`:
+        what they write commits
         together when the ``with`` block ends, or not at all when it raises
         (a :class:`~eventstore.errors.ConcurrencyError` caught inside leaves it
         usable). Reads through it see its own writes; other readers see them

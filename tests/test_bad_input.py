@@ -139,6 +139,16 @@ CASES = [
     case(lambda s: s.load_snapshot("\x00"), V, id="load-snapshot-nul-stream-id"),
     case(lambda s: s.load_snapshot(LONE_SURROGATE), V, id="load-snapshot-lone-surrogate"),
     case(lambda s: s.load_snapshot(MULTI_BYTE_TOO_LONG), V, id="load-snapshot-2048-byte-id"),
+    case(lambda s: s.delete_snapshot(""), V, id="delete-snapshot-empty-stream-id"),
+    case(lambda s: s.delete_snapshot(None), V, id="delete-snapshot-none-stream-id"),
+    case(lambda s: s.delete_snapshot("\x00"), V, id="delete-snapshot-nul-stream-id"),
+    case(lambda s: s.delete_snapshot(TOO_LONG), V, id="delete-snapshot-1025-byte-id"),
+    case(
+        lambda s: s.delete_snapshot(EXISTING, connection=object()),
+        V,
+        "connection",
+        id="delete-snapshot-foreign-connection",
+    ),
     # event types
     case(append_one(NewEvent("", {})), V, id="empty-event-type"),
     case(append_one(NewEvent(3, {})), V, id="int-event-type"),

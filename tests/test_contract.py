@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+import cbor2
 import pytest
 from _store_helpers import CONTRACT_STORE_KINDS, store_for, wait_for_feed_horizon
 from sqlalchemy import select
@@ -19,6 +20,7 @@ from eventstore import (
     NO_STREAM,
     STREAM_EXISTS,
     ConcurrencyError,
+    DeserializationError,
     EventRegistry,
     EventStoreError,
     NewEvent,
@@ -400,6 +402,97 @@ def test_snapshots_belong_to_their_stream(store: Any) -> None:
     assert tenth is not None
     assert (first.stream_id, first.version, first.state) == ("order-1", 2, {"of": "order-1"})
     assert (tenth.stream_id, tenth.version, tenth.state) == ("order-10", 1, {"of": "order-10"})
+
+
+def test_delete_snapshot_removes_it_and_leaves_the_events(store: Any) -> None:
+    events = fill(store, "cart-1", 3)
+    assert store.save_snapshot("cart-1", 3, cart("3.00", "apple")) is True
+
+    assert store.delete_snapshot("cart-1") is True
+
+    assert store.load_snapshot("cart-1") is None
+    assert store.load_events("cart-1") == events
+    assert store.delete_snapshot("cart-1") is False  # nothing left to delete
+    assert store.delete_snapshot("never-written") is False
+    assert store.delete_snapshot("cart-1\u00e9") is False  # ids are compared verbatim
+
+
+def test_after_delete_snapshot_a_snapshot_at_the_same_version_is_written(store: Any) -> None:
+    """The way out of "a snapshot as new is kept": a snapshot that must not be
+    used (stale, undecodable) is replaced by a new one at any version."""
+    fill(store, "cart-1", 3)
+    assert store.save_snapshot("cart-1", 3, cart("1.00", "stale")) is True
+    assert store.save_snapshot("cart-1", 3, cart("3.00", "fresh")) is False
+
+    assert store.delete_snapshot("cart-1") is True
+    assert store.save_snapshot("cart-1", 2, cart("2.00", "fresh")) is True
+
+    snapshot = store.load_snapshot("cart-1")
+    assert snapshot is not None
+    assert (snapshot.version, snapshot.state) == (2, cart("2.00", "fresh"))
+
+
+def test_delete_snapshot_deletes_only_its_streams_snapshot(store: Any) -> None:
+    fill(store, "order-1", 1)
+    fill(store, "order-10", 1)
+    store.save_snapshot("order-1", 1, {"of": "order-1"})
+    store.save_snapshot("order-10", 1, {"of": "order-10"})
+
+    assert store.delete_snapshot("order-1") is True
+
+    kept = store.load_snapshot("order-10")
+    assert kept is not None
+    assert kept.state == {"of": "order-10"}
+
+
+def test_delete_snapshot_removes_a_snapshot_that_cannot_be_decoded(store: Any) -> None:
+    fill(store, "cart-1", 2)
+    # Tag 27 naming CartState with fields it does not have: stored, never decodable.
+    store.save_snapshot("cart-1", 2, cbor2.CBORTag(27, ["CartState", {"bogus": 1}]))
+    with pytest.raises(DeserializationError, match="cart-1"):
+        store.load_snapshot("cart-1")
+
+    assert store.delete_snapshot("cart-1") is True
+
+    assert store.load_snapshot("cart-1") is None
+
+
+def test_delete_snapshot_in_a_unit_of_work_takes_effect_when_it_commits(store: Any) -> None:
+    fill(store, "cart-1", 3)
+    store.save_snapshot("cart-1", 3, cart("3.00", "apple"))
+
+    def interrupted() -> None:
+        with store.transaction() as connection:
+            assert store.delete_snapshot("cart-1", connection=connection) is True
+            raise _InterruptedError
+
+    with pytest.raises(_InterruptedError):
+        interrupted()
+    assert store.load_snapshot("cart-1") is not None  # rolled back: kept
+
+    with store.transaction() as connection:
+        assert store.delete_snapshot("cart-1", connection=connection) is True
+        assert store.delete_snapshot("cart-1", connection=connection) is False
+        assert store.load_snapshot("cart-1") is not None  # not committed yet
+    assert store.load_snapshot("cart-1") is None
+
+
+def test_a_unit_of_work_that_deletes_then_saves_keeps_its_new_snapshot(store: Any) -> None:
+    fill(store, "cart-1", 3)
+    store.save_snapshot("cart-1", 3, cart("3.00", "stale"))
+
+    with store.transaction() as connection:
+        assert store.delete_snapshot("cart-1", connection=connection) is True
+        assert store.save_snapshot("cart-1", 2, cart("2.00", "new"), connection=connection)
+
+    snapshot = store.load_snapshot("cart-1")
+    assert snapshot is not None
+    assert (snapshot.version, snapshot.state) == (2, cart("2.00", "new"))
+
+    with store.transaction() as connection:
+        assert store.save_snapshot("cart-1", 3, cart("3.00", "dropped"), connection=connection)
+        assert store.delete_snapshot("cart-1", connection=connection) is True
+    assert store.load_snapshot("cart-1") is None
 
 
 # --- payloads and metadata ------------------------------------------------------------------

@@ -58,6 +58,7 @@ def _public_calls(store: Any) -> dict[str, Callable[[], object]]:
         "stream_version": lambda: store.stream_version("s-1"),
         "save_snapshot": lambda: store.save_snapshot("s-1", 1, {"n": 1}),
         "load_snapshot": lambda: store.load_snapshot("s-1"),
+        "delete_snapshot": lambda: store.delete_snapshot("s-1"),
         "read_all": lambda: store.read_all(),
         "iter_all": lambda: list(store.iter_all()),
         "subscribe": lambda: store.subscribe(),

@@ -22,7 +22,6 @@ FORBIDDEN = [
     "UPDATE events SET event_type = 'rewritten'",
     "DELETE FROM events",
     "TRUNCATE events",
-    "DELETE FROM snapshots",
     "DROP TABLE snapshots",
     "ALTER TABLE events ADD COLUMN extra int",
     "CREATE TABLE intruder (id int)",
@@ -55,6 +54,23 @@ def test_the_app_role_cannot_rewrite_history_or_the_schema(
 
     assert [e.event_type for e in app_role_event_store.load_events("order-1")] == ["Placed"]
     assert app_role_event_store.load_snapshot("order-1") is not None
+
+
+def test_the_app_role_may_delete_a_snapshot_but_no_event(
+    app_role_event_store: PostgresEventStore, app_role_database_url: str
+) -> None:
+    app_role_event_store.append_events("order-1", [NewEvent("Placed", {})], expected_version=0)
+    app_role_event_store.save_snapshot("order-1", 1, {"state": 1})
+
+    assert app_role_event_store.delete_snapshot("order-1") is True
+
+    assert app_role_event_store.load_snapshot("order-1") is None
+    with (
+        psycopg.connect(libpq(app_role_database_url), autocommit=True) as connection,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        connection.execute("DELETE FROM events")
+    assert [e.event_type for e in app_role_event_store.load_events("order-1")] == ["Placed"]
 
 
 def test_grants_cover_exactly_the_store_tables_and_the_version_table() -> None:

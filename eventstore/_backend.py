@@ -15,10 +15,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from eventstore._lifecycle import Lifecycle
-from eventstore.errors import ValidationError
+from eventstore.errors import DeserializationError, ValidationError
 from eventstore.records import Position, RecordedEvent
 
 DEFAULT_BATCH_SIZE = 1000
@@ -28,6 +30,18 @@ fetches per round trip unless told otherwise."""
 StoredEventRow = Sequence[Any]
 """``(stream_id, version, event_type, event_data, metadata, created_at,
 transaction_id, sequence)`` as a backend returns it."""
+
+
+class UndecodableEvent(NamedTuple):
+    """An event of the feed whose payload could not be decoded, as its row names it."""
+
+    stream_id: str
+    version: int
+    event_type: str
+    position: Position
+    error: DeserializationError
+    """What decoding it raised; readers raise it once they have delivered the
+    events before it."""
 
 
 class FeedPage(NamedTuple):
@@ -41,6 +55,28 @@ class FeedPage(NamedTuple):
     position). None when it looked no further than its last event. A filtered
     reader that reads on from ``end`` skips the events it does not want once,
     not again on every read."""
+    undecodable: UndecodableEvent | None = None
+    """The event right after ``events`` when it could not be decoded (``end`` is
+    then None): the page stops before it, and a reader delivers ``events``
+    before it meets the error."""
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedEvent:
+    """An event a projection with ``on_undecodable="skip"`` passed over because it
+    could not be decoded; kept in ``projection_skipped_events`` (PostgreSQL) or
+    in the store (memory) until the projection is reset."""
+
+    projection: str
+    """The projection's name."""
+    position: Position
+    """The event's place in the feed."""
+    stream_id: str
+    version: int
+    event_type: str
+    error: str
+    """What decoding it raised, as text."""
+    skipped_at: datetime
 
 
 ReadPage = Callable[[Position | None, int], FeedPage]
@@ -102,7 +138,14 @@ class ProjectionSession(Protocol):
         stored checkpoint is already there or further (it never moves backwards)."""
         ...
 
-    def delete_checkpoint(self, connection: Any) -> None: ...
+    def delete_checkpoint(self, connection: Any) -> None:
+        """Forget the checkpoint and the events the projection skipped."""
+        ...
+
+    def record_skipped(self, connection: Any, event: UndecodableEvent) -> None:
+        """Keep ``event`` as one the projection skipped (in ``connection``'s
+        transaction, with the checkpoint that moves past it)."""
+        ...
 
     def read(
         self, connection: Any, after: Position | None, limit: int, event_types: list[str] | None
@@ -133,6 +176,11 @@ class Backend(Protocol):
 
     def _projection_checkpoint(self, name: str) -> Position | None:
         """The projection's committed checkpoint, read without its lock."""
+        ...
+
+    def _skipped_events(self, name: str) -> list[SkippedEvent]:
+        """The committed records of the events the projection skipped, in feed
+        order, read without its lock."""
         ...
 
 

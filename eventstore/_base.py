@@ -14,7 +14,9 @@ from eventstore._backend import (
     FeedPage,
     ProjectionSession,
     ReadPage,
+    SkippedEvent,
     StoredEventRow,
+    UndecodableEvent,
     Waiter,
 )
 from eventstore._closing import Closing
@@ -29,7 +31,7 @@ from eventstore._validation import (
     expected_bounds,
 )
 from eventstore.codec import CborCodec
-from eventstore.errors import ValidationError
+from eventstore.errors import DeserializationError, ValidationError
 from eventstore.feed import (
     DEFAULT_POLL_INTERVAL,
     Subscription,
@@ -190,7 +192,10 @@ class BaseEventStore(Closing, EventStore, ABC):
         check_int(limit, "limit", minimum=1)
         types, prefix = check_feed_filter(event_types, stream_prefix)
         rows, _ = self._feed_rows(start, limit, types, prefix, None)
-        return self._events(rows)
+        events, undecodable = self._decoded(rows)
+        if undecodable is not None and not events:
+            raise undecodable.error
+        return events
 
     def iter_all(
         self,
@@ -246,7 +251,10 @@ class BaseEventStore(Closing, EventStore, ABC):
         connection: Any,
     ) -> FeedPage:
         rows, end = self._feed_rows(after, limit, types, prefix, connection)
-        return FeedPage(self._events(rows), end)
+        events, undecodable = self._decoded(rows)
+        if undecodable is not None:
+            return FeedPage(events, None, undecodable)
+        return FeedPage(events, end)
 
     def _load(
         self, stream_id: str, low: int, high: int, limit: int | None, connection: Any
@@ -255,6 +263,21 @@ class BaseEventStore(Closing, EventStore, ABC):
 
     def _events(self, rows: Iterable[StoredEventRow]) -> list[RecordedEvent]:
         return list(self._event_stream(rows))
+
+    def _decoded(
+        self, rows: Sequence[StoredEventRow]
+    ) -> tuple[list[RecordedEvent], UndecodableEvent | None]:
+        """The events of feed ``rows`` up to the first that cannot be decoded, and
+        that one (None when every row decodes): a feed reader delivers the events
+        before a bad one, then raises for it."""
+        events: list[RecordedEvent] = []
+        try:
+            events.extend(self._event_stream(rows))
+        except DeserializationError as error:
+            stream_id, version, event_type, *_, transaction_id, sequence = rows[len(events)]
+            position = Position(transaction_id, sequence)
+            return events, UndecodableEvent(stream_id, version, event_type, position, error)
+        return events, None
 
     def _event_stream(self, rows: Iterable[StoredEventRow]) -> Iterator[RecordedEvent]:
         """The events of ``rows``, each decoded only when the consumer asks for it
@@ -311,7 +334,7 @@ class BaseEventStore(Closing, EventStore, ABC):
         event_types: list[str] | None,
         stream_prefix: str | None,
         connection: Any,
-    ) -> tuple[Iterable[StoredEventRow], Position | None]:
+    ) -> tuple[Sequence[StoredEventRow], Position | None]:
         """The visible rows of the feed after ``after`` in feed order, filtered,
         and how far the read looked beyond them, as of the same read (the
         ``end`` of :class:`~eventstore.feed.FeedPage`)."""
@@ -331,6 +354,10 @@ class BaseEventStore(Closing, EventStore, ABC):
     @abstractmethod
     def _projection_checkpoint(self, name: str) -> Position | None:
         """The projection's committed checkpoint, read without its lock."""
+
+    @abstractmethod
+    def _skipped_events(self, name: str) -> list[SkippedEvent]:
+        """The events the projection skipped, in feed order, read without its lock."""
 
     @abstractmethod
     def _stream_version(self, stream_id: str, connection: Any) -> int:

@@ -14,13 +14,15 @@ from psycopg.types.numeric import Int8
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, RootTransaction
 
-from eventstore._backend import FeedPage
+from eventstore._backend import FeedPage, UndecodableEvent
 from eventstore._sql import (
     DELETE_CHECKPOINT,
+    DELETE_SKIPPED,
     LOAD_CHECKPOINT,
     LOCK_FOR_TRANSACTION,
     LOCK_PROJECTION,
     PROJECTION_LOCK_NAMESPACE,
+    RECORD_SKIPPED,
     SAVE_CHECKPOINT,
     TERMINATE,
     UNLOCK_PROJECTION,
@@ -134,6 +136,20 @@ class PostgresProjectionSession:
 
     def delete_checkpoint(self, connection: Connection) -> None:
         self._execute(DELETE_CHECKPOINT, {"name": self._name}, connection)
+        self._execute(DELETE_SKIPPED, {"name": self._name}, connection)
+
+    def record_skipped(self, connection: Connection, event: UndecodableEvent) -> None:
+        params = {
+            "name": self._name,
+            "transaction_id": Int8(event.position.transaction_id),
+            "position": Int8(event.position.sequence),
+            "stream_id": event.stream_id,
+            "version": Int8(event.version),
+            "event_type": event.event_type,
+            # Text columns take no NUL; a stored field name may hold one.
+            "error": str(event.error).replace("\x00", "\\x00"),
+        }
+        self._execute(RECORD_SKIPPED, params, connection)
 
     def read(
         self,

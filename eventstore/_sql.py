@@ -16,6 +16,7 @@ from eventstore import schema
 EVENTS = schema.events.name
 SNAPSHOTS = schema.snapshots.name
 CHECKPOINTS = schema.projection_checkpoints.name
+SKIPPED_EVENTS = schema.projection_skipped_events.name
 
 NOTIFY_CHANNEL = "eventstore_events"
 """The channel appends notify (after their commit) and subscriptions listen on."""
@@ -216,6 +217,25 @@ RETURNING 1
 TERMINATE = "SELECT pg_terminate_backend(%(pid)s)"
 DELETE_CHECKPOINT = f"DELETE FROM {CHECKPOINTS} WHERE name = %(name)s"
 
+# An event a projection with on_undecodable="skip" passed over, recorded in the
+# batch's transaction (with the checkpoint that moves past it). Recorded again
+# (a checkpoint deleted by hand, say), it keeps one row with the newer error.
+RECORD_SKIPPED = f"""
+INSERT INTO {SKIPPED_EVENTS}
+    (projection, transaction_id, position, stream_id, version, event_type, error)
+VALUES (%(name)s, %(transaction_id)s, %(position)s, %(stream_id)s, %(version)s,
+        %(event_type)s, %(error)s)
+ON CONFLICT (projection, transaction_id, position) DO UPDATE
+    SET error = EXCLUDED.error, skipped_at = EXCLUDED.skipped_at
+"""
+LOAD_SKIPPED = f"""
+SELECT transaction_id, position, stream_id, version, event_type, error, skipped_at
+FROM {SKIPPED_EVENTS} WHERE projection = %(name)s
+ORDER BY transaction_id, position
+"""
+# A reset forgets what the projection skipped along with its checkpoint.
+DELETE_SKIPPED = f"DELETE FROM {SKIPPED_EVENTS} WHERE projection = %(name)s"
+
 # -- erasure: SQLAlchemy text() statements (``:name`` parameters) ---------------------
 
 ALLOW_REWRITE = "SET LOCAL eventstore.allow_rewrite = on"
@@ -269,6 +289,9 @@ PSYCOPG_STATEMENTS: dict[str, str] = {
     "LOAD_CHECKPOINT": LOAD_CHECKPOINT,
     "SAVE_CHECKPOINT": SAVE_CHECKPOINT,
     "DELETE_CHECKPOINT": DELETE_CHECKPOINT,
+    "RECORD_SKIPPED": RECORD_SKIPPED,
+    "LOAD_SKIPPED": LOAD_SKIPPED,
+    "DELETE_SKIPPED": DELETE_SKIPPED,
     "TERMINATE": TERMINATE,
     "BUSY_QUERY": BUSY_QUERY,
     "LISTEN": LISTEN,

@@ -15,7 +15,7 @@ import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator
 
-from eventstore._backend import FeedPage, ReadPage, Waiter
+from eventstore._backend import FeedPage, ReadPage, UndecodableEvent, Waiter
 from eventstore._closing import Closing
 from eventstore._translate import is_connection_lost
 from eventstore._validation import check_identifier, check_int, check_text
@@ -96,10 +96,14 @@ def check_poll_interval(poll_interval: object) -> float:
 def page_through(
     read_page: ReadPage, after: Position | None, batch_size: int
 ) -> Iterator[RecordedEvent]:
-    """Yield the feed after ``after`` up to its visible end, ``batch_size`` at a time."""
+    """Yield the feed after ``after`` up to its visible end, ``batch_size`` at a time;
+    an event that cannot be decoded raises its DeserializationError once the
+    events before it are yielded."""
     while True:
         page = read_page(after, batch_size)
         yield from page.events
+        if page.undecodable is not None:
+            raise page.undecodable.error
         if len(page.events) < batch_size:
             return
         after = page.events[-1].position
@@ -124,7 +128,10 @@ class Subscription(Iterator[RecordedEvent], Closing):
     pooled connection became free within ``pool_timeout`` (the reads borrow a
     pooled connection for each read only), :class:`~eventstore.errors.SchemaError`
     on a database without the tables, and so on; subscribe again from
-    ``position`` once the cause is fixed.
+    ``position`` once the cause is fixed. An event that cannot be decoded is one
+    of these: every event before it is delivered, then ``next()`` raises its
+    :class:`~eventstore.errors.DeserializationError` and the subscription ends
+    at the event before it.
 
     A subscription holds no pooled connection. One that is dropped without
     ``close()`` (a ``break`` out of a ``for`` loop, an exception) releases its
@@ -147,6 +154,7 @@ class Subscription(Iterator[RecordedEvent], Closing):
         self._poll_interval = check_poll_interval(poll_interval)
         self._buffer: deque[RecordedEvent] = deque()
         self._read_on_from: Position | None = None  # where to go once the buffer is delivered
+        self._undecodable: UndecodableEvent | None = None  # raised once the buffer is delivered
         self._stopped = threading.Event()
         self._failed_reads = 0  # in a row: the first is logged as a WARNING, the rest as DEBUG
         # Closes the waiter once: on close(), or when the subscription is collected.
@@ -175,6 +183,10 @@ class Subscription(Iterator[RecordedEvent], Closing):
                 event = self._buffer.popleft()
                 self.position = event.position
                 return event
+            if self._undecodable is not None:
+                error, self._undecodable = self._undecodable.error, None
+                self.close()
+                raise error
             if self._read_on_from is not None:
                 self.position, self._read_on_from = self._read_on_from, None
             self._waiter.arm()
@@ -202,8 +214,9 @@ class Subscription(Iterator[RecordedEvent], Closing):
                 logger.info("subscription reading again after %d failed reads", self._failed_reads)
                 self._failed_reads = 0
             self._read_on_from = read_on_from(self.position, page)
+            self._undecodable = page.undecodable
             if page.events:
                 self._buffer.extend(page.events)
-            else:
+            elif self._undecodable is None:
                 self.position, self._read_on_from = self._read_on_from, None
                 self._waiter.wait(self._poll_interval, self._stopped)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from eventstore._backend import FeedPage, StoredEventRow
+from eventstore._backend import FeedPage, SkippedEvent, StoredEventRow, UndecodableEvent
 from eventstore._base import BaseEventStore
 from eventstore._memory_transaction import (
     DeadlockError,
@@ -79,6 +79,7 @@ class InMemoryEventStore(BaseEventStore):
         self._transactions = 0
         self._snapshots: dict[str, tuple[int, bytes, datetime]] = {}
         self._checkpoints: dict[str, Position] = {}
+        self._skipped: dict[str, dict[Position, SkippedEvent]] = {}
         self._projection_locks: dict[str, threading.Lock] = {}
         self._reservations = Reservations(self._lock)
 
@@ -313,6 +314,12 @@ class InMemoryEventStore(BaseEventStore):
         with self._lock:
             return self._checkpoints.get(name)
 
+    def _skipped_events(self, name: str) -> list[SkippedEvent]:
+        self.lifecycle.check_open()
+        with self._lock:
+            skipped = self._skipped.get(name, {})
+            return [skipped[position] for position in sorted(skipped)]
+
 
 def _staged_row(staged: StagedEvent) -> StoredEventRow:
     """A staged event as a stored row, with no feed position yet."""
@@ -402,6 +409,20 @@ class _MemoryProjectionSession:
     def delete_checkpoint(self, connection: None) -> None:
         with self._store._lock:
             self._store._checkpoints.pop(self._name, None)
+            self._store._skipped.pop(self._name, None)
+
+    def record_skipped(self, connection: None, event: UndecodableEvent) -> None:
+        record = SkippedEvent(
+            self._name,
+            event.position,
+            event.stream_id,
+            event.version,
+            event.event_type,
+            str(event.error),
+            datetime.now(timezone.utc),
+        )
+        with self._store._lock:
+            self._store._skipped.setdefault(self._name, {})[event.position] = record
 
     def read(
         self, connection: None, after: Position | None, limit: int, event_types: list[str] | None

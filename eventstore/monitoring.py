@@ -3,7 +3,8 @@
 :func:`collect_stats` measures the store: the size of its tables and of each
 index, how many events and streams it holds, the busiest streams, which streams
 are far past their snapshot, how far the global feed is held back by the oldest
-running transaction, and how far each projection lags behind the feed.
+running transaction, and how far each projection lags behind the feed and how
+many events it skipped because they could not be decoded.
 
 Cost: one statement reads every row of ``events`` once (an index-only scan of the
 primary key or a sequential scan, grouped by stream) to count events and streams
@@ -23,6 +24,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import URL
 
+from eventstore._backend import SkippedEvent
 from eventstore._catalog import present_relations
 from eventstore._engines import engine_for
 from eventstore._validation import check_int
@@ -31,6 +33,7 @@ from eventstore.records import Position
 
 __all__ = [
     "ProjectionLag",
+    "ProjectionSkips",
     "RunningTransaction",
     "StatsReport",
     "StreamCount",
@@ -38,9 +41,10 @@ __all__ = [
     "TableSize",
     "collect_stats",
     "oldest_transaction",
+    "skipped_events",
 ]
 
-TABLES = ("events", "snapshots", "projection_checkpoints")
+TABLES = ("events", "snapshots", "projection_checkpoints", "projection_skipped_events")
 """The tables whose sizes the report shows, in this order."""
 
 _TABLE_SIZES = """
@@ -117,6 +121,14 @@ FROM projection_checkpoints AS c
 ORDER BY c.name
 """
 
+# Per projection that skipped any: how many, and the latest (revision eventstore_0004).
+_SKIPPED = """
+SELECT DISTINCT ON (projection) projection, count(*) OVER (PARTITION BY projection),
+       transaction_id, position, stream_id, version, event_type, error, skipped_at
+FROM projection_skipped_events
+ORDER BY projection, transaction_id DESC, position DESC
+"""
+
 
 @dataclass(frozen=True)
 class TableSize:
@@ -181,6 +193,19 @@ class ProjectionLag:
     updated_at: datetime
     seconds_since_update: float
     lag_events: int
+    skipped_events: int = 0
+    """Events it passed over because they could not be decoded
+    (``on_undecodable="skip"``): its read model lacks them."""
+
+
+@dataclass(frozen=True)
+class ProjectionSkips:
+    """How many events a projection skipped because they could not be decoded, and
+    the latest of them."""
+
+    projection: str
+    count: int
+    latest: SkippedEvent
 
 
 @dataclass(frozen=True)
@@ -220,7 +245,8 @@ class StatsReport:
             feed: {horizon, held_back_events,
                    oldest_transaction: null or {pid, database, state, backend_type,
                                                 application_name, age_seconds, holds_feed}}
-            projections: [{name, checkpoint, updated_at, seconds_since_update, lag_events}]
+            projections: [{name, checkpoint, updated_at, seconds_since_update, lag_events,
+                           skipped_events}]
 
         ``streams`` lists hold at most ``top`` entries, largest first.
         ``feed.horizon`` and ``feed.held_back_events`` are null on a schema
@@ -285,6 +311,7 @@ class StatsReport:
                     "updated_at": p.updated_at.isoformat(),
                     "seconds_since_update": p.seconds_since_update,
                     "lag_events": p.lag_events,
+                    "skipped_events": p.skipped_events,
                 }
                 for p in self.projections
             ],
@@ -329,6 +356,38 @@ def oldest_transaction(connection: Connection) -> RunningTransaction | None:
         age_seconds=float(row[5]),
         holds_feed=bool(row[6]),
     )
+
+
+def skipped_events(connection: Connection) -> list[ProjectionSkips]:
+    """For each projection that skipped events it could not decode, how many and the
+    latest, by projection name. Needs the table ``projection_skipped_events``
+    (revision eventstore_0004)."""
+    return [
+        ProjectionSkips(
+            projection=name,
+            count=int(count),
+            latest=SkippedEvent(
+                name,
+                Position(int(transaction_id), int(position)),
+                stream_id,
+                int(version),
+                event_type,
+                error,
+                skipped_at,
+            ),
+        )
+        for (
+            name,
+            count,
+            transaction_id,
+            position,
+            stream_id,
+            version,
+            event_type,
+            error,
+            skipped_at,
+        ) in connection.exec_driver_sql(_SKIPPED)
+    ]
 
 
 def _collect(connection: Connection, threshold: int, top: int) -> StatsReport:
@@ -386,6 +445,11 @@ def _collect(connection: Connection, threshold: int, top: int) -> StatsReport:
     projections: list[ProjectionLag] = []
     if "projection_checkpoints" in present:
         horizon, held_back = (int(v) for v in connection.exec_driver_sql(_FEED).one())
+        skipped = (
+            {skips.projection: skips.count for skips in skipped_events(connection)}
+            if "projection_skipped_events" in present
+            else {}
+        )
         projections = [
             ProjectionLag(
                 name=name,
@@ -393,6 +457,7 @@ def _collect(connection: Connection, threshold: int, top: int) -> StatsReport:
                 updated_at=updated_at,
                 seconds_since_update=float(age),
                 lag_events=int(lag),
+                skipped_events=skipped.get(name, 0),
             )
             for name, transaction_id, position, updated_at, age, lag in connection.exec_driver_sql(
                 _PROJECTIONS

@@ -35,7 +35,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Connection, CursorResult, Engine
 from sqlalchemy.exc import DBAPIError
 
-from eventstore._backend import ProjectionSession
+from eventstore._backend import ProjectionSession, SkippedEvent
 from eventstore._base import BaseEventStore
 from eventstore._engines import check_engine, invalidate_generation
 from eventstore._listen import Listener, ListenWaiter
@@ -50,6 +50,7 @@ from eventstore._sql import (
     HEAD_IN_TRANSACTION,
     IN_TRANSACTION,
     LOAD_CHECKPOINT,
+    LOAD_SKIPPED,
     LOAD_SNAPSHOT,
     LOAD_STREAM,
     READ_ALL,
@@ -114,6 +115,7 @@ _RERUNNABLE = frozenset(
         STREAM_VERSION,
         LOAD_SNAPSHOT,
         LOAD_CHECKPOINT,
+        LOAD_SKIPPED,
         SAVE_SNAPSHOT,
         DISCARD_SNAPSHOT,
     }
@@ -442,6 +444,14 @@ class PostgresEventStore(BaseEventStore):
     def _projection_checkpoint(self, name: str) -> Position | None:
         rows = self._execute(LOAD_CHECKPOINT, {"name": name}, None)
         return Position(rows[0][0], rows[0][1]) if rows else None
+
+    def _skipped_events(self, name: str) -> list[SkippedEvent]:
+        return [
+            SkippedEvent(name, Position(xid, sequence), stream_id, version, type_, error, at)
+            for xid, sequence, stream_id, version, type_, error, at in self._execute(
+                LOAD_SKIPPED, {"name": name}, None
+            )
+        ]
 
     # -- plumbing ---------------------------------------------------------------------
 

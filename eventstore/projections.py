@@ -10,6 +10,11 @@ by a connection of the runner's own); a second one waits and takes over when
 the first closes, dies or is garbage collected. A runner never handles an
 event without the lock: after any error it lets go of it, and takes it again
 before reading anything more. The stored checkpoint never moves backwards.
+
+An event that cannot be decoded stops a projection after the events before it
+(``on_undecodable="raise"``, the default), or is recorded as a
+:class:`SkippedEvent` and passed over (``"skip"``), with the checkpoint that
+moves past it, in the batch's transaction.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from eventstore._backend import Backend, ProjectionSession, backend_of
+from eventstore._backend import Backend, ProjectionSession, SkippedEvent, backend_of
 from eventstore._closing import Closing
 from eventstore._translate import (
     OPERATIONAL_ERRORS,
@@ -46,9 +51,14 @@ from eventstore.feed import (
 from eventstore.records import Position, RecordedEvent
 from eventstore.store import EventStore
 
+__all__ = ["Handler", "Projection", "ProjectionRunner", "SkippedEvent", "check_lock_timeout"]
+
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[RecordedEvent, Any], None]
+
+ON_UNDECODABLE = ("raise", "skip")
+"""What :class:`Projection` accepts as ``on_undecodable``."""
 
 _RETRY_DELAY = 0.2
 """Pause before :meth:`ProjectionRunner.run` takes the lock again after a lost
@@ -72,6 +82,16 @@ class Projection:
     commit or roll it back (the runner refuses with
     :class:`~eventstore.errors.ProjectionError` and rolls the batch back), nor
     release advisory locks on it.
+
+    ``on_undecodable`` says what an event that cannot be decoded does:
+    ``"raise"`` (the default) handles and commits the events before it, then
+    raises its :class:`~eventstore.errors.DeserializationError`, with the
+    checkpoint at the event before it (every later run raises the same until
+    the event can be decoded); ``"skip"`` records it (:meth:`ProjectionRunner.skipped_events`,
+    the table ``projection_skipped_events`` on PostgreSQL), logs a WARNING on
+    the ``eventstore.projections`` logger and goes on, the record committed
+    with the checkpoint that moves past the event, so every other event still
+    takes effect exactly once.
     """
 
     def __init__(
@@ -81,6 +101,7 @@ class Projection:
         *,
         event_types: Iterable[str] | None = None,
         reset: Callable[[Any], None] | None = None,
+        on_undecodable: str = "raise",
     ) -> None:
         self.name = check_identifier(name, "projection name")
         if not callable(handler):
@@ -88,8 +109,13 @@ class Projection:
         if reset is not None and not callable(reset):
             raise ValidationError(f"reset must be callable, not {type(reset).__name__}")
         self.handler = handler
+        if not isinstance(on_undecodable, str) or on_undecodable not in ON_UNDECODABLE:
+            raise ValidationError(
+                f'on_undecodable must be "raise" or "skip", not {on_undecodable!r}'
+            )
         self.event_types, _ = check_feed_filter(event_types, None)
         self.reset = reset
+        self.on_undecodable = on_undecodable
 
     def __repr__(self) -> str:
         return f"Projection({self.name!r}, event_types={self.event_types!r})"
@@ -210,10 +236,16 @@ class ProjectionRunner(Closing):
         handled, or further when the events after that one were not its types."""
         return self._backend._projection_checkpoint(self.projection.name)
 
+    def skipped_events(self) -> list[SkippedEvent]:
+        """The events the projection skipped because they could not be decoded
+        (``on_undecodable="skip"``), committed, in feed order; cleared by
+        :meth:`reset`."""
+        return self._backend._skipped_events(self.projection.name)
+
     def reset(self) -> None:
-        """Forget the checkpoint and clear the projection's state (its ``reset``
-        callable), in one transaction; the next run rebuilds from the start.
-        Takes the lock first, as :meth:`run_once` does."""
+        """Forget the checkpoint and the skipped events and clear the projection's
+        state (its ``reset`` callable), in one transaction; the next run rebuilds
+        from the start. Takes the lock first, as :meth:`run_once` does."""
         with self._dropped_on_error():
             session = self._hold()
             assert session is not None
@@ -292,18 +324,22 @@ class ProjectionRunner(Closing):
     def _run_batches(self, session: ProjectionSession, stop: threading.Event | None) -> int:
         handled = 0
         while True:
-            count = self._process_batch(session)
+            count, more = self._process_batch(session)
             handled += count
-            if count < self.batch_size or (stop is not None and stop.is_set()):
+            if not more or (stop is not None and stop.is_set()):
                 return handled
 
-    def _process_batch(self, session: ProjectionSession) -> int:
-        """Handle the next batch in one transaction with its checkpoint.
+    def _process_batch(self, session: ProjectionSession) -> tuple[int, bool]:
+        """Handle the next batch in one transaction with its checkpoint; return how
+        many events were handled and whether to read on at once.
 
         Reads from the checkpoint, or from further on when an earlier read found
         nothing for the projection up to there. The checkpoint moves only with
-        handled events (to the last, or to the feed's end when the batch came up
-        short), so an idle projection writes nothing on a poll.
+        handled (or skipped) events (to the last, or to the feed's end when the
+        batch came up short), so an idle projection writes nothing on a poll. An
+        event that cannot be decoded ends the batch: skipped, it is recorded and
+        the checkpoint moves past it; otherwise the batch before it commits and
+        its error is raised.
         """
         handler = self.projection.handler
         with session.transaction() as connection:
@@ -319,11 +355,30 @@ class ProjectionRunner(Closing):
                     session.save_checkpoint(connection, event.position)
                     stored = event.position
             read_to = read_on_from(after, page)
-            if page.events and read_to is not None and read_to != stored:
+            bad = page.undecodable
+            skipped = bad is not None and self.projection.on_undecodable == "skip"
+            if skipped:
+                assert bad is not None
+                session.record_skipped(connection, bad)
+                read_to = bad.position
+            if (page.events or skipped) and read_to is not None and read_to != stored:
                 session.save_checkpoint(connection, read_to)
                 stored = read_to
         self._read_on = None if read_to is None or read_to == stored else (stored, read_to)
-        return len(page.events)
+        if bad is not None:
+            if not skipped:
+                raise bad.error
+            logger.warning(
+                "projection %r skipped event %d of stream %r (type %r) at %s: it cannot be "
+                "decoded (%s); recorded in its skipped events",
+                self.projection.name,
+                bad.version,
+                bad.stream_id,
+                bad.event_type,
+                bad.position,
+                bad.error,
+            )
+        return len(page.events), len(page.events) == self.batch_size or skipped
 
 
 def check_lock_timeout(lock_timeout: object) -> float | None:

@@ -2,8 +2,9 @@
 
 The tables' owner (the role that runs the migrations) grants an application
 role exactly what the store does: read and append events, read, upsert and
-delete snapshots, keep projection checkpoints. The application role can then
-neither rewrite nor delete events, nor change the schema.
+delete snapshots, keep projection checkpoints and the events projections skip.
+The application role can then neither rewrite nor delete events, nor change the
+schema.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ STORE_PRIVILEGES: dict[str, str] = {
     "events": "SELECT, INSERT",
     "snapshots": "SELECT, INSERT, UPDATE, DELETE",
     "projection_checkpoints": "SELECT, INSERT, UPDATE, DELETE",
+    "projection_skipped_events": "SELECT, INSERT, UPDATE, DELETE",
 }
 """What the store does with each table."""
 

@@ -94,3 +94,20 @@ projection_checkpoints = Table(
     Column("updated_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("name", name="projection_checkpoints_pkey"),
 )
+
+projection_skipped_events = Table(
+    "projection_skipped_events",
+    metadata,
+    # The events a projection with on_undecodable="skip" passed over.
+    Column("projection", Text, nullable=False),
+    Column("transaction_id", BigInteger, nullable=False),
+    Column("position", BigInteger, nullable=False),
+    Column("stream_id", Text, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("event_type", Text, nullable=False),
+    Column("error", Text, nullable=False),
+    Column("skipped_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint(
+        "projection", "transaction_id", "position", name="projection_skipped_events_pkey"
+    ),
+)

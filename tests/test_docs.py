@@ -395,7 +395,7 @@ def test_guide_adopts_tables_made_by_hand(
 
     run_blocks(blocks, guide, monkeypatch)
 
-    assert migrations.current(url) == "eventstore_0003"
+    assert migrations.current(url) == "eventstore_0004"
     with PostgresEventStore.from_url(url) as store:
         wait_for_feed_horizon(store)  # transactions elsewhere on the server hold the feed back
         assert [e.position is not None for e in store.iter_all()] == [True, True]
@@ -425,4 +425,4 @@ def test_env_file_in_the_working_directory_supplies_the_url(
 
     assert "base (not migrated)" in eventstore("migrate", "current")
     eventstore("migrate")
-    assert migrations.current(url) == "eventstore_0003"
+    assert migrations.current(url) == "eventstore_0004"

@@ -15,10 +15,11 @@ from _staging import closed_port as _closed_port
 from _staging import execute as _execute
 from _staging import libpq_url as _libpq
 from _staging import require_password
+from _store_helpers import wait_for_feed_horizon
 from click.testing import CliRunner
 from sqlalchemy.engine import URL
 
-from eventstore import NO_STREAM, NewEvent, PostgresEventStore
+from eventstore import NO_STREAM, NewEvent, PostgresEventStore, Projection, ProjectionRunner
 from eventstore.cli import cli
 from eventstore.doctor import DEFAULT_POOL_CONNECTIONS, Check, overall, run_checks
 from eventstore.erasure import ALLOW_REWRITE
@@ -45,6 +46,7 @@ ALL_CHECKS = [
     "oldest transaction",
     "feed transaction ids",
     "stream load plan",
+    "skipped events",
 ]
 
 APP_ROLE = "doctor_app"
@@ -181,9 +183,9 @@ def test_database_behind_head_fails_migration(scratch_database_url: str) -> None
     checks = _by_name(run_checks(scratch_database_url))
 
     assert checks["migration"].status == "fail"
-    assert "at eventstore_0001, behind head eventstore_0003" in checks["migration"].message
+    assert "at eventstore_0001, behind head eventstore_0004" in checks["migration"].message
     assert "eventstore migrate upgrade" in checks["migration"].advice
-    assert checks["tables"].message == "missing: projection_checkpoints"
+    assert checks["tables"].message == "missing: projection_checkpoints, projection_skipped_events"
     assert "idx_events_feed" in checks["indexes"].message
     # The upgrade creates the index: creating it by hand would make the upgrade fail.
     assert "CREATE INDEX" not in checks["indexes"].advice
@@ -191,6 +193,7 @@ def test_database_behind_head_fails_migration(scratch_database_url: str) -> None
     assert "stream load plan" not in checks
     assert "feed transaction ids" not in checks
     assert "append-only log" not in checks
+    assert "skipped events" not in checks
 
 
 def test_dropped_index_fails_with_the_statement_that_recreates_it(migrated_url: str) -> None:
@@ -327,6 +330,31 @@ def test_stream_load_on_an_analyzed_table_reads_the_primary_key(migrated_url: st
     assert check.status == "pass"
     assert "events_pkey" in check.message
     assert "small" not in check.message
+
+
+def test_a_projection_that_skipped_an_event_warns_naming_it(migrated_url: str) -> None:
+    with PostgresEventStore.from_url(migrated_url) as store:
+        store.append_events("order-1", [NewEvent("Placed", {})], expected_version=NO_STREAM)
+        # Bytes that are not CBOR, written as the tables' owner: they never decode.
+        _execute(
+            migrated_url,
+            "INSERT INTO events (stream_id, version, event_type, event_data) "
+            "VALUES ('order-1', 2, 'Shipped', '\\xff')",
+        )
+        wait_for_feed_horizon(store)
+        projection = Projection("shipping", lambda event, connection: None, on_undecodable="skip")
+        with ProjectionRunner(store, projection) as runner:
+            assert runner.run_once() == 1
+            assert len(runner.skipped_events()) == 1
+
+    check = _by_name(run_checks(migrated_url))["skipped events"]
+
+    assert check.status == "warn"
+    for text in ("'shipping' skipped 1", "event 2 of stream 'order-1'", "type 'Shipped'"):
+        assert text in check.message
+    assert "invalid CBOR" in check.message
+    assert "projection_skipped_events" in check.advice
+    assert "reset" in check.advice
 
 
 # -- the command ------------------------------------------------------------------------

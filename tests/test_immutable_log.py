@@ -269,4 +269,4 @@ def test_downgrading_past_the_revision_makes_events_rewritable_again(
     assert rows(scratch_database_url) == []
 
     migrations.upgrade(scratch_database_url)
-    assert migrations.current(scratch_database_url) == "eventstore_0003"
+    assert migrations.current(scratch_database_url) == "eventstore_0004"

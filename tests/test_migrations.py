@@ -29,8 +29,14 @@ REPO = Path(__file__).resolve().parents[1]
 ALEMBIC_INI = REPO / "alembic.ini"
 ALEMBIC_CLI = Path(sys.executable).with_name("alembic")
 FIRST = "eventstore_0001"
-HEAD = "eventstore_0003"
-TABLES_AT_HEAD = {"events", "snapshots", "projection_checkpoints", "eventstore_alembic_version"}
+HEAD = "eventstore_0004"
+TABLES_AT_HEAD = {
+    "events",
+    "snapshots",
+    "projection_checkpoints",
+    "projection_skipped_events",
+    "eventstore_alembic_version",
+}
 
 # (column, data type, nullable, default) in table order, as in the guide: what the
 # first revision creates.
@@ -225,6 +231,32 @@ def test_feed_revision_numbers_existing_events_in_a_stable_order_and_goes_down(
     assert [c[0] for c in columns(engine, "events")] == [c[0] for c in EVENTS_COLUMNS_OF_THE_GUIDE]
     assert "projection_checkpoints" not in public_tables(engine)
     assert migrations.current(scratch_database_url) == FIRST
+
+
+def test_skipped_events_revision_adds_its_table_and_goes_down(
+    scratch_database_url: str, engine: Engine
+) -> None:
+    migrations.upgrade(scratch_database_url)
+
+    assert columns(engine, "projection_skipped_events") == [
+        ("projection", "text", "NO", None),
+        ("transaction_id", "bigint", "NO", None),
+        ("position", "bigint", "NO", None),
+        ("stream_id", "text", "NO", None),
+        ("version", "bigint", "NO", None),
+        ("event_type", "text", "NO", None),
+        ("error", "text", "NO", None),
+        ("skipped_at", "timestamp with time zone", "NO", "now()"),
+    ]
+    assert constraints(engine, "projection_skipped_events") == {
+        "projection_skipped_events_pkey": 'PRIMARY KEY (projection, transaction_id, "position")'
+    }
+
+    migrations.downgrade(scratch_database_url, "eventstore_0003")
+    assert public_tables(engine) == TABLES_AT_HEAD - {"projection_skipped_events"}
+    assert migrations.current(scratch_database_url) == "eventstore_0003"
+    migrations.upgrade(scratch_database_url)
+    assert schema_drift(engine) == []
 
 
 def test_upgrade_creates_only_the_two_tables_and_the_librarys_version_table(

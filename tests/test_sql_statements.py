@@ -68,6 +68,7 @@ def test_every_statement_is_listed() -> None:
         "EVENTS",
         "SNAPSHOTS",
         "CHECKPOINTS",
+        "SKIPPED_EVENTS",
         "NOTIFY_CHANNEL",
         "EVENT_COLUMNS",
         "NOTIFY_IF_INSERTED",

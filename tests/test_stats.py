@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from eventstore import (
     ANY,
     NO_STREAM,
+    DeserializationError,
     NewEvent,
     Position,
     PostgresEventStore,
@@ -103,6 +104,7 @@ def test_empty_migrated_database_reports_zeros_and_every_table(migrated_url: str
         "events",
         "snapshots",
         "projection_checkpoints",
+        "projection_skipped_events",
     ]
     events = report.tables[0]
     assert set(events.indexes) == {
@@ -179,6 +181,46 @@ def test_projection_lag_counts_the_events_after_its_checkpoint(
         assert report.projections[0].updated_at <= report.collected_at
 
 
+def test_events_a_projection_skipped_are_counted_per_projection(
+    known_store: PostgresEventStore, migrated_url: str
+) -> None:
+    with psycopg.connect(_libpq(migrated_url), autocommit=True) as owner:
+        # Bytes that are not CBOR, written as the tables' owner: they never decode.
+        for version in (6, 7):
+            owner.execute(
+                "INSERT INTO events (stream_id, version, event_type, event_data) "
+                "VALUES ('order-a', %s, 'ItemAdded', '\\xff')",
+                (version,),
+            )
+    known_store.append_events("order-e", _events(1), expected_version=NO_STREAM)
+    skipping = Projection("skipping", lambda event, connection: None, on_undecodable="skip")
+    last = known_store.load_events("order-e")[-1].position
+    with ProjectionRunner(known_store, skipping) as runner:
+
+        def handle_visible() -> Position | None:
+            runner.run_once()
+            return runner.checkpoint()
+
+        assert _poll(handle_visible, lambda checkpoint: checkpoint == last) == last
+    stopping = ProjectionRunner(known_store, Projection("other", lambda e, c: None))
+    with stopping, pytest.raises(DeserializationError):
+        stopping.run_once()  # stops at the first bad event: nothing skipped
+
+    report = collect_stats(migrated_url)
+    result = CliRunner().invoke(cli, ["stats", "--url", migrated_url])
+    as_json = CliRunner().invoke(cli, ["stats", "--url", migrated_url, "--json"])
+    document = json.loads(as_json.output)
+
+    assert [(p.name, p.skipped_events) for p in report.projections] == [
+        ("other", 0),
+        ("skipping", 2),
+    ]
+    assert [p["skipped_events"] for p in document["projections"]] == [0, 2]
+    assert result.exit_code == 0, result.output
+    assert "skipped" in result.output
+    assert "2 events skipped" in result.output
+
+
 def test_open_transaction_is_reported_and_holds_events_out_of_the_feed(own_server: str) -> None:
     with psycopg.connect(_libpq(own_server)) as holder:
         holder.execute("SELECT pg_current_xact_id()")  # takes a transaction id
@@ -217,7 +259,12 @@ def test_json_output_has_the_documented_keys(
     assert set(document) == TOP_LEVEL_KEYS
     assert document["events"] == 14
     assert document["streams"] == 4
-    assert set(document["tables"]) == {"events", "snapshots", "projection_checkpoints"}
+    assert set(document["tables"]) == {
+        "events",
+        "snapshots",
+        "projection_checkpoints",
+        "projection_skipped_events",
+    }
     assert set(document["tables"]["events"]) == {
         "total_bytes",
         "table_bytes",

@@ -28,6 +28,7 @@ REVISION_FILES = (
     "eventstore_0001_create_events_and_snapshots.py",
     "eventstore_0002_global_feed.py",
     "eventstore_0003_immutable_events.py",
+    "eventstore_0004_projection_skipped_events.py",
 )
 
 
@@ -151,11 +152,12 @@ def test_installed_wheel_migrates_without_the_repository(
     assert Path(report["script_location"]).is_relative_to(site_packages)
     assert Path(report["script_location"]).parts[-2:] == ("eventstore", "_alembic")
     assert report["before"] is None
-    assert report["after_upgrade"] == "eventstore_0003"
+    assert report["after_upgrade"] == "eventstore_0004"
     assert report["tables_after_upgrade"] == [
         "events",
         "eventstore_alembic_version",
         "projection_checkpoints",
+        "projection_skipped_events",
         "snapshots",
     ]
     assert report["after_downgrade"] is None
@@ -241,14 +243,21 @@ def test_host_application_merges_the_eventstore_branch_into_its_history(
     finally:
         engine.dispose()
 
-    assert only_eventstore == {"alembic_version", "events", "snapshots", "projection_checkpoints"}
+    assert only_eventstore == {
+        "alembic_version",
+        "events",
+        "snapshots",
+        "projection_checkpoints",
+        "projection_skipped_events",
+    }
     assert everything == {
         "alembic_version",
         "events",
         "snapshots",
         "projection_checkpoints",
+        "projection_skipped_events",
         "orders",
     }
-    assert versions == {"eventstore_0003", "host_0001"}
+    assert versions == {"eventstore_0004", "host_0001"}
     assert public_tables(scratch_database_url) == {"alembic_version", "orders"}
     assert versions_after_downgrade == {"host_0001"}

@@ -92,15 +92,29 @@ def render(report: StatsReport, out: Console | None = None) -> None:
     if report.held_back_events is not None:
         out.print(f"Committed events not yet in the feed: {report.held_back_events:,}")
     if report.projections:
-        lag = _table("Projections", "projection", _figures("lag (events)"), "checkpoint", "updated")
+        lag = _table(
+            "Projections",
+            "projection",
+            _figures("lag (events)"),
+            _figures("skipped"),
+            "checkpoint",
+            "updated",
+        )
         for projection in report.projections:
             lag.add_row(
                 escape(projection.name),
                 f"{projection.lag_events:,}",
+                f"{projection.skipped_events:,}",
                 str(projection.checkpoint),
                 f"{projection.seconds_since_update:.0f} s ago",
             )
         out.print(lag)
+        skipped = sum(projection.skipped_events for projection in report.projections)
+        if skipped:
+            out.print(
+                f"[bold]{_count(skipped, 'event')} skipped[/bold]: projections passed over "
+                "events they cannot decode; `eventstore doctor` says which and what to do"
+            )
     else:
         out.print("Projections: none has saved a checkpoint")
 
@@ -125,9 +139,11 @@ def render(report: StatsReport, out: Console | None = None) -> None:
 def command(url: str | None, threshold: int, top: int, as_json: bool) -> None:
     """Show the store's size, busiest streams, snapshot coverage and feed lag.
 
-    Reads all of the events table once (counting events per stream): on a very
-    large store, run it when that read is acceptable. --json prints one object
-    whose keys are listed under "eventstore stats" in docs/database-setup.md.
+    Each projection's line counts the events it skipped because they cannot be
+    decoded (on_undecodable="skip"). Reads all of the events table once
+    (counting events per stream): on a very large store, run it when that read
+    is acceptable. --json prints one object whose keys are listed under
+    "eventstore stats" in docs/database-setup.md.
 
     \b
     Example:

@@ -9,9 +9,9 @@ a function whose docstring says what it checks, why, and what to do when it fail
   the connection fails, they find out from the outside which step failed, and the
   first failure ends the run: nothing else can be checked.
 - :data:`DATABASE_CHECKS`, on the open connection, each when its condition holds (the
-  append-only log at the newest revision only, the feed's checks when the feed's
-  columns exist). A query the database refuses (a missing privilege, say) fails its
-  check instead of stopping the others.
+  append-only log and the skipped events at the newest revision only, the feed's
+  checks when the feed's columns exist). A query the database refuses (a missing
+  privilege, say) fails its check instead of stopping the others.
 
 :func:`overall` gives the worst status and :data:`EXIT_CODES` the command's exit code
 for it. No message contains the password.
@@ -40,6 +40,7 @@ from eventstore.doctor._connection import (
     server_reachable,
 )
 from eventstore.doctor._feed import oldest_transaction, stream_load_plan, transaction_ids
+from eventstore.doctor._projections import skipped_events
 from eventstore.doctor._schema import (
     append_only_log,
     indexes,
@@ -86,6 +87,7 @@ DATABASE_CHECKS = (
     DatabaseCheck("oldest transaction", oldest_transaction),
     DatabaseCheck("feed transaction ids", transaction_ids, applies=lambda s: s.has_feed),
     DatabaseCheck("stream load plan", stream_load_plan, applies=lambda s: s.has_feed),
+    DatabaseCheck("skipped events", skipped_events, applies=lambda s: s.at_head),
 )
 """In order, after the connection checks passed."""
 

@@ -220,6 +220,19 @@ class Snapshot:
     created_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class VersionedState:
+    """A snapshot state saved at snapshot version ``version`` > 1 (CBOR tag 62007
+    ``[version, state]``); a state saved at version 1 is stored as it is.
+
+    :class:`~eventstore.Repository` saves its states this way when built with
+    ``snapshot_version`` > 1, and ignores a snapshot of any other version.
+    """
+
+    version: int
+    state: Any
+
+
 # The slot descriptors recorded_event() sets fields with; a field added to either
 # class without a line here would fail the equality test in tests/test_records.py.
 _new = object.__new__

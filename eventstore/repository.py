@@ -11,9 +11,16 @@ from eventstore._validation import check_int, expected_bounds
 from eventstore.errors import (
     ConcurrencyError,
     DatabaseUnavailableError,
+    DeserializationError,
     TransactionConflictError,
 )
-from eventstore.records import ExpectedVersion, NewEvent, RecordedEvent, StreamState
+from eventstore.records import (
+    ExpectedVersion,
+    NewEvent,
+    RecordedEvent,
+    StreamState,
+    VersionedState,
+)
 from eventstore.store import EventStore
 
 State = TypeVar("State")
@@ -36,6 +43,19 @@ class Repository(Generic[State]):
     A snapshot is saved whenever an append crosses a multiple of
     ``snapshot_every``; :meth:`load` always returns what a full replay of the
     events would give (see :meth:`append` for how a failed snapshot is handled).
+
+    ``snapshot_version`` (an int, default 1) is the shape of the states this
+    Repository saves: raise it whenever the state's class changes in a way that
+    makes old snapshots wrong (a field added with a default that the events would
+    have set, a field whose meaning changed). At version 1 a state is stored as
+    it always was (every snapshot saved before snapshot versions existed counts
+    as version 1); above it, as a :class:`~eventstore.records.VersionedState`
+    (CBOR tag 62007). A snapshot of another version is ignored, and so is one
+    that cannot be decoded (with a WARNING on the ``eventstore.repository``
+    logger naming the stream and the reason): the aggregate is rebuilt from its
+    events. The next snapshot this Repository saves replaces it, since it is
+    saved at the version its own append reached, past any kept snapshot;
+    :meth:`EventStore.delete_snapshot` removes one at once.
     """
 
     def __init__(
@@ -45,11 +65,13 @@ class Repository(Generic[State]):
         evolve: Callable[[State, Any], State],
         *,
         snapshot_every: int = 100,
+        snapshot_version: int = 1,
     ) -> None:
         self.store = store
         self._initial = initial
         self._evolve = evolve
         self.snapshot_every = check_int(snapshot_every, "snapshot_every", minimum=1)
+        self.snapshot_version = check_int(snapshot_version, "snapshot_version", minimum=1)
 
     def initial_state(self) -> State:
         """A fresh initial state."""
@@ -59,12 +81,9 @@ class Repository(Generic[State]):
 
     def load(self, stream_id: str) -> tuple[State, int]:
         """The stream's current ``(state, version)``: the latest snapshot plus only
-        the events recorded after it; ``(initial, 0)`` for a missing stream."""
-        snapshot = self.store.load_snapshot(stream_id)
-        if snapshot is None:
-            state, version = self.initial_state(), 0
-        else:
-            state, version = snapshot.state, snapshot.version
+        the events recorded after it (all of them when there is no snapshot this
+        Repository can use); ``(initial, 0)`` for a missing stream."""
+        state, version = self._from_snapshot(stream_id)
         return self._fold(
             state, version, self.store.iter_events(stream_id, from_version=version + 1)
         )
@@ -143,12 +162,13 @@ class Repository(Generic[State]):
             new_state = self._evolve(new_state, self._as_evolved(event))
         snapshot_due = (base + len(events)) // self.snapshot_every > base // self.snapshot_every
         if snapshot_due:
-            self.store.codec.encode(new_state)  # SerializationError before anything is written
+            snapshot = self._stored_state(new_state)
+            self.store.codec.encode(snapshot)  # SerializationError before anything is written
         version = self.store.append_events(
             stream_id, events, expected_version=base, connection=connection
         )
         if snapshot_due:
-            self._save_snapshot(stream_id, version, new_state, connection)
+            self._save_snapshot(stream_id, version, snapshot, connection)
         return new_state, version
 
     def _current(
@@ -156,17 +176,51 @@ class Repository(Generic[State]):
     ) -> tuple[State, int]:
         """The stream's state and version for an ``ANY`` or ``STREAM_EXISTS``
         append; ConcurrencyError when ``STREAM_EXISTS`` finds no stream."""
-        snapshot = self.store.load_snapshot(stream_id)
-        if snapshot is None:
-            state, version = self.initial_state(), 0
-        else:
-            state, version = snapshot.state, snapshot.version
+        state, version = self._from_snapshot(stream_id)
         state, version = self._fold(
             state, version, self._events_after(stream_id, version, connection)
         )
         if version == 0 and expected_version is StreamState.STREAM_EXISTS:
             raise ConcurrencyError(stream_id, expected_version, 0)
         return state, version
+
+    def _from_snapshot(self, stream_id: str) -> tuple[State, int]:
+        """Where to fold the stream's events from: its snapshot's state and version
+        when the snapshot decodes and was saved at :attr:`snapshot_version`, else
+        the initial state at version 0 (see the class docstring)."""
+        try:
+            snapshot = self.store.load_snapshot(stream_id)
+        except DeserializationError as error:
+            logger.warning(
+                "the snapshot of stream %r cannot be decoded, so it is not used: the "
+                "aggregate is rebuilt from its events, and the next snapshot replaces it "
+                "(store.delete_snapshot(%r) removes it now): %s",
+                stream_id,
+                stream_id,
+                error,
+            )
+            return self.initial_state(), 0
+        if snapshot is None:
+            return self.initial_state(), 0
+        state, saved_at = snapshot.state, 1
+        if isinstance(state, VersionedState):
+            state, saved_at = state.state, state.version
+        if saved_at != self.snapshot_version:
+            logger.debug(
+                "the snapshot of stream %r was saved at snapshot version %d, not %d: the "
+                "aggregate is rebuilt from its events",
+                stream_id,
+                saved_at,
+                self.snapshot_version,
+            )
+            return self.initial_state(), 0
+        return state, snapshot.version
+
+    def _stored_state(self, state: State) -> Any:
+        """``state`` as its snapshot stores it at :attr:`snapshot_version`."""
+        if self.snapshot_version == 1:
+            return state
+        return VersionedState(self.snapshot_version, state)
 
     def _events_after(self, stream_id: str, version: int, connection: Any) -> Iterable[Any]:
         if connection is None:
@@ -181,7 +235,7 @@ class Repository(Generic[State]):
             version = event.version
         return state, version
 
-    def _save_snapshot(self, stream_id: str, version: int, state: State, connection: Any) -> None:
+    def _save_snapshot(self, stream_id: str, version: int, state: Any, connection: Any) -> None:
         """Save the snapshot after the append; see :meth:`append` for what a failure does."""
         try:
             self.store.save_snapshot(stream_id, version, state, connection=connection)

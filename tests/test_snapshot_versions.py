@@ -72,6 +72,15 @@ def evolve(state: CartState, event: Any) -> CartState:
     return state
 
 
+class SeenEvents(list[Any]):
+    """The events an ``evolve`` was given: a Repository built with :meth:`evolve`
+    shows how many it folded."""
+
+    def evolve(self, state: CartState, event: Any) -> CartState:
+        self.append(event)
+        return evolve(state, event)
+
+
 @pytest.fixture
 def eventstore_registry() -> EventRegistry:
     registry = EventRegistry()
@@ -206,13 +215,9 @@ def test_after_a_snapshot_version_bump_the_old_snapshot_is_ignored_and_the_state
     store: Any, database_url: str
 ) -> None:
     old = written_by_version_1(store, database_url)
-    seen: list[Any] = []
+    seen = SeenEvents()
 
-    def counting_evolve(state: CartState, event: Any) -> CartState:
-        seen.append(event)
-        return evolve(state, event)
-
-    carts = Repository(old, CartState, counting_evolve, snapshot_version=2)
+    carts = Repository(old, CartState, seen.evolve, snapshot_version=2)
     state, version = carts.load("cart-1")
 
     assert (state, version) == replayed(old, "cart-1")
@@ -230,13 +235,9 @@ def test_the_next_snapshot_replaces_the_stale_one_at_the_new_version(
     store: Any, database_url: str
 ) -> None:
     old = written_by_version_1(store, database_url)
-    seen: list[Any] = []
+    seen = SeenEvents()
 
-    def counting_evolve(state: CartState, event: Any) -> CartState:
-        seen.append(event)
-        return evolve(state, event)
-
-    carts = Repository(old, CartState, counting_evolve, snapshot_every=2, snapshot_version=2)
+    carts = Repository(old, CartState, seen.evolve, snapshot_every=2, snapshot_version=2)
     state, version = carts.load("cart-1")  # version 3, stale snapshot at 2
     state, version = carts.append(
         "cart-1", [ItemAdded("sale-2")], state=state, expected_version=version

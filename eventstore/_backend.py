@@ -43,6 +43,13 @@ class UndecodableEvent(NamedTuple):
     """What decoding it raised; readers raise it once they have delivered the
     events before it."""
 
+    @property
+    def error_text(self) -> str:
+        """The error as the record of a skipped event keeps it: its text, with any
+        NUL written as ``\\x00`` (a database's text column takes none, and a
+        stored field name may hold one)."""
+        return str(self.error).replace("\x00", "\\x00")
+
 
 class FeedPage(NamedTuple):
     """A page of the feed and how far the read looked."""

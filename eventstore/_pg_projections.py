@@ -146,8 +146,7 @@ class PostgresProjectionSession:
             "stream_id": event.stream_id,
             "version": Int8(event.version),
             "event_type": event.event_type,
-            # Text columns take no NUL; a stored field name may hold one.
-            "error": str(event.error).replace("\x00", "\\x00"),
+            "error": event.error_text,
         }
         self._execute(RECORD_SKIPPED, params, connection)
 

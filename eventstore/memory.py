@@ -148,8 +148,8 @@ class InMemoryEventStore(BaseEventStore):
         Its appends and snapshot saves and deletes are applied together when the
         block ends (their events contiguous in the feed, in the order they were
         appended), or dropped when it raises; reads through it see them, other
-        reads do not. A stream it appended to is reserved until then: another thread's
-        writer of that stream waits, then gets the usual answer, as on
+        reads do not. A stream it appended to is reserved until then: another
+        thread's writer of that stream waits, then gets the usual answer, as on
         PostgreSQL. Unlike PostgreSQL, which would wait forever, a write of the
         same thread to such a stream outside the unit of work raises
         :class:`ValidationError`, and two units of work that would wait for each
@@ -418,7 +418,7 @@ class _MemoryProjectionSession:
             event.stream_id,
             event.version,
             event.event_type,
-            str(event.error),
+            event.error_text,
             datetime.now(timezone.utc),
         )
         with self._store._lock:

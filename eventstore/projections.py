@@ -87,11 +87,12 @@ class Projection:
     ``"raise"`` (the default) handles and commits the events before it, then
     raises its :class:`~eventstore.errors.DeserializationError`, with the
     checkpoint at the event before it (every later run raises the same until
-    the event can be decoded); ``"skip"`` records it (:meth:`ProjectionRunner.skipped_events`,
-    the table ``projection_skipped_events`` on PostgreSQL), logs a WARNING on
-    the ``eventstore.projections`` logger and goes on, the record committed
-    with the checkpoint that moves past the event, so every other event still
-    takes effect exactly once.
+    the event can be decoded); ``"skip"`` records it (see
+    :meth:`ProjectionRunner.skipped_events`; the table
+    ``projection_skipped_events`` on PostgreSQL), logs a WARNING on the
+    ``eventstore.projections`` logger and goes on, the record committed with
+    the checkpoint that moves past the event, so every other event still takes
+    effect exactly once.
     """
 
     def __init__(
@@ -355,30 +356,29 @@ class ProjectionRunner(Closing):
                     session.save_checkpoint(connection, event.position)
                     stored = event.position
             read_to = read_on_from(after, page)
-            bad = page.undecodable
-            skipped = bad is not None and self.projection.on_undecodable == "skip"
-            if skipped:
-                assert bad is not None
-                session.record_skipped(connection, bad)
-                read_to = bad.position
+            skipped = None
+            if page.undecodable is not None and self.projection.on_undecodable == "skip":
+                skipped = page.undecodable
+                session.record_skipped(connection, skipped)
+                read_to = skipped.position
             if (page.events or skipped) and read_to is not None and read_to != stored:
                 session.save_checkpoint(connection, read_to)
                 stored = read_to
         self._read_on = None if read_to is None or read_to == stored else (stored, read_to)
-        if bad is not None:
-            if not skipped:
-                raise bad.error
+        if skipped is not None:
             logger.warning(
                 "projection %r skipped event %d of stream %r (type %r) at %s: it cannot be "
                 "decoded (%s); recorded in its skipped events",
                 self.projection.name,
-                bad.version,
-                bad.stream_id,
-                bad.event_type,
-                bad.position,
-                bad.error,
+                skipped.version,
+                skipped.stream_id,
+                skipped.event_type,
+                skipped.position,
+                skipped.error,
             )
-        return len(page.events), len(page.events) == self.batch_size or skipped
+        elif page.undecodable is not None:
+            raise page.undecodable.error
+        return len(page.events), len(page.events) == self.batch_size or skipped is not None
 
 
 def check_lock_timeout(lock_timeout: object) -> float | None:

@@ -386,6 +386,21 @@ def test_skipped_events_belong_to_their_projection(store: Any, read_model: ReadM
         assert runner.skipped_events() == []
 
 
+def test_an_error_text_holding_a_nul_is_recorded(store: Any) -> None:
+    """The class's complaint quotes the stored field name, NUL and all: a text
+    column takes no NUL, so the record writes it as an escape."""
+    store.append_events(BAD_STREAM, [NewEvent(BAD_TYPE, {"bo\x00gus": 1})], expected_version=0)
+    wait_for_feed_horizon(store)
+    skipping = Projection("skipping", lambda event, connection: None, on_undecodable="skip")
+
+    with ProjectionRunner(store, skipping) as runner:
+        assert runner.run_once() == 0
+        (record,) = runner.skipped_events()
+
+    assert "\x00" not in record.error
+    assert "bo\\x00gus" in record.error
+
+
 @pytest.mark.parametrize("value", ["ignore", "", None, True, "SKIP"])
 def test_on_undecodable_takes_raise_or_skip_only(value: Any) -> None:
     with pytest.raises(ValidationError, match="on_undecodable"):

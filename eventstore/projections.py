@@ -306,12 +306,13 @@ class ProjectionRunner(Closing):
         short), so an idle projection writes nothing on a poll.
         """
         handler = self.projection.handler
+        event_types = self.store.registry.expand_names(self.projection.event_types)
         with session.transaction() as connection:
             checkpoint = session.load_checkpoint(connection)
             after = checkpoint
             if self._read_on is not None and self._read_on[0] == checkpoint:
                 after = self._read_on[1]
-            page = session.read(connection, after, self.batch_size, self.projection.event_types)
+            page = session.read(connection, after, self.batch_size, event_types)
             stored = checkpoint
             for event in page.events:
                 _apply(handler, event, connection)

@@ -220,6 +220,26 @@ class Snapshot:
     created_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class VersionedState:
+    """A snapshot state tagged with the snapshot version it was saved under.
+
+    The codec stores it as CBOR tag 62007 ``[version, state]`` and decodes that
+    tag back to one, so a reader can tell a state saved under another snapshot
+    version from its own. ``version`` is an int >= 1; anything else raises
+    :class:`ValidationError`.
+    """
+
+    version: int
+    state: Any
+
+    def __post_init__(self) -> None:
+        if type(self.version) is not int or self.version < 1:
+            raise ValidationError(
+                f"a VersionedState's version must be an int >= 1, not {self.version!r}"
+            )
+
+
 # The slot descriptors recorded_event() sets fields with; a field added to either
 # class without a line here would fail the equality test in tests/test_records.py.
 _new = object.__new__

@@ -172,7 +172,7 @@ class EventRegistry:
             for taken in (spec.name, *spec.aliases):
                 other = self._by_name.get(taken)
                 if other is not None:
-                    what = "name" if taken == self._specs[other].name else "an alias"
+                    what = "the name" if taken == self._specs[other].name else "an alias"
                     role = "name" if taken == spec.name else "alias"
                     raise ValidationError(
                         f"the {role} {taken!r} of {cls.__qualname__} is already {what} of "
@@ -383,7 +383,7 @@ def _checked_renamed_values(cls: type, renamed_values: object) -> Mapping[Any, A
         if stored in current:
             raise ValidationError(
                 f"renamed_values maps {stored!r}, but that is the value of "
-                f"{cls(stored)!r}: list only values no member has any longer"
+                f"{cls(stored)}: list only values no member has any longer"
             )
     return dict(renamed_values)
 

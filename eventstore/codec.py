@@ -57,7 +57,7 @@ import cbor2
 
 from eventstore.errors import DeserializationError, SerializationError
 from eventstore.records import VersionedState
-from eventstore.registry import EventRegistry, RegisteredClass, Upcaster, callable_name
+from eventstore.registry import EventRegistry, RegisteredClass, callable_name
 
 TAG_OBJECT = 27
 TAG_TUPLE = 62001
@@ -343,11 +343,11 @@ class CborCodec:
     def _decode_payload(
         self, reader: _ClassReader | None, data: bytes | bytearray | memoryview
     ) -> Any:
-        header = _version_header(data)
-        if header is None:
+        if data[:4] != _VERSIONED_PAYLOAD_HEAD:  # a plain map: version 1
             stored, value = 1, self._loads(data)
         else:
-            stored, value = header[0], self._loads(memoryview(data)[header[1] :])
+            stored, offset = _version_header(data) or (1, 0)
+            value = self._loads(memoryview(data)[offset:])
         if reader is None or reader.is_enum:
             return value
         if not isinstance(value, Mapping):
@@ -437,13 +437,14 @@ class CborCodec:
 class _ClassReader:
     """How one registered class is loaded from its stored fields (or value)."""
 
-    __slots__ = ("cls", "is_enum", "name", "renamed_values", "upcasters", "version")
+    __slots__ = ("chains", "cls", "is_enum", "name", "renamed_values", "version")
 
     def __init__(self, entry: RegisteredClass) -> None:
         self.cls = entry.cls
         self.name = entry.name
         self.version = entry.version
-        self.upcasters = entry.upcasters
+        self.chains = tuple(entry.upcasters[stored - 1 :] for stored in range(entry.version))
+        """``chains[k]``: the upcasters that take fields stored at version k to today's."""
         self.renamed_values = entry.renamed_values
         self.is_enum = issubclass(entry.cls, enum.Enum)
 
@@ -454,30 +455,36 @@ class _ClassReader:
         return _build(self.cls, fields)
 
     def upcast(self, fields: Mapping[Any, Any], stored: int) -> dict[Any, Any]:
-        """``fields`` of version ``stored`` through the upcasters to the class's version."""
+        """``fields`` of version ``stored`` through the upcasters to the class's version.
+
+        ``fields`` is the decoder's own (mutable) dict, or a copy of an immutable one,
+        so the first upcaster may change it in place."""
         if stored > self.version:
             raise DeserializationError(
                 f"it was stored by version {stored} of {self.name}, but "
                 f"{self.cls.__qualname__} is registered at version {self.version}: read it "
                 f"with code that registers version {stored} (or later)"
             )
-        current = dict(fields)
-        for from_version in range(stored, self.version):
-            upcaster: Upcaster = self.upcasters[from_version - 1]
+        current: Any = fields if type(fields) is dict else dict(fields)
+        from_version = stored
+        for upcaster in self.chains[stored]:
             try:
-                result: Any = upcaster(current)
+                current = upcaster(current)
             except Exception as exc:
                 raise DeserializationError(
                     f"the upcaster from version {from_version} of {self.name} "
                     f"({callable_name(upcaster)}) failed: {type(exc).__name__}: {exc}"
                 ) from exc
-            if not isinstance(result, Mapping):
-                raise DeserializationError(
-                    f"the upcaster from version {from_version} of {self.name} "
-                    f"({callable_name(upcaster)}) returned a {type(result).__name__}, not a dict"
-                )
-            current = result if type(result) is dict else dict(result)
-        return current
+            if type(current) is not dict:
+                if not isinstance(current, Mapping):
+                    raise DeserializationError(
+                        f"the upcaster from version {from_version} of {self.name} "
+                        f"({callable_name(upcaster)}) returned a {type(current).__name__}, "
+                        "not a dict"
+                    )
+                current = dict(current)
+            from_version += 1
+        return current  # type: ignore[no-any-return]
 
     def member(self, name: str, value: Any) -> Any:
         """The Enum member stored as ``value`` (or mapped from it by ``renamed_values``)."""
@@ -642,5 +649,7 @@ def _build(cls: type, fields: Mapping[Any, Any]) -> Any:
         return cls(**fields)
     except TypeError as exc:
         raise DeserializationError(
-            f"stored fields {sorted(map(str, fields))} do not fit {cls.__qualname__}: {exc}"
+            f"stored fields {sorted(map(str, fields))} do not fit {cls.__qualname__}: {exc}; "
+            "if the class changed since, give new fields defaults, or register the class "
+            "at a new version with an upcaster from the stored one (EventRegistry.upcaster)"
         ) from exc

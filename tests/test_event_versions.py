@@ -4,6 +4,7 @@ they always were. The stores' side is in test_evolving_events.py."""
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import pickle
 import sys
@@ -638,3 +639,75 @@ def test_decoding_stored_version_k_equals_applying_the_chain_from_k_by_hand(
     assert codec.decode_payload("Counter", stored) == expected
     assert codec.decode_event_data("s", 1, "Counter", stored) == expected
     assert codec.decode(nested) == {"c": [expected]}
+
+
+def hostile_registry() -> EventRegistry:
+    """Classes at versions 1 and 2 with upcasters, and an Enum with a renamed value."""
+    registry = registry_with(Point, version=2)
+    registry.register(Status, renamed_values={"closed": Status.SHUT})
+    registry.register(Counter, version=2)
+    registry.upcaster("Point", from_version=1)(lambda fields: fields)
+    registry.upcaster("Counter", from_version=1)(lambda fields: {**fields, "trail": (1,)})
+    return registry
+
+
+def decode_every_way(codec: CborCodec, event_type: str, data: bytes) -> None:
+    """Decode ``data`` as an event, a snapshot and for its version; any failure
+    must be a DeserializationError (anything else propagates)."""
+    for decode in (
+        lambda: codec.decode_event_data("s", 1, event_type, data),
+        lambda: codec.decode_state("s", 1, data),
+        lambda: payload_version(data),
+    ):
+        with contextlib.suppress(DeserializationError):
+            decode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    head=st.sampled_from(
+        [b"", bytes.fromhex("d9f236"), bytes.fromhex("d9f23682"), bytes.fromhex("d9f2368202")]
+    ),
+    tail=st.binary(max_size=40),
+    event_type=st.sampled_from(["Counter", "Status", "Point", "Unregistered"]),
+)
+def test_any_bytes_under_a_version_header_raise_only_deserialization_error(
+    head: bytes, tail: bytes, event_type: str
+) -> None:
+    decode_every_way(CborCodec(hostile_registry()), event_type, head + tail)
+
+
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.text(max_size=5),
+    st.binary(max_size=3),
+)
+_TAGGED = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.sampled_from(["x", "y", "value", "trail", "z"]), inner, max_size=3),
+        st.builds(
+            lambda tag, items: cbor2.CBORTag(tag, items),
+            st.sampled_from([27, 62006, 62007]),
+            st.one_of(
+                inner,
+                st.lists(
+                    st.one_of(st.sampled_from(["Point", "Counter", "Status", "Nope"]), inner),
+                    max_size=4,
+                ),
+            ),
+        ),
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_TAGGED, event_type=st.sampled_from(["Counter", "Point", "Nope"]))
+def test_hostile_trees_of_the_version_tags_raise_only_deserialization_error(
+    value: Any, event_type: str
+) -> None:
+    decode_every_way(CborCodec(hostile_registry()), event_type, cbor2.dumps(value))

@@ -11,6 +11,7 @@ write in one process, the changed classes are checked in others.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -29,6 +30,7 @@ from click.testing import CliRunner
 from eventstore import (
     ANY,
     NO_STREAM,
+    DeserializationError,
     EventRegistry,
     NewEvent,
     Position,
@@ -42,6 +44,9 @@ from eventstore.urls import normalize_url
 from eventstore.verification import MAX_REASONS, CheckReport, check_events
 
 EVENTSTORE_CLI = Path(sys.executable).with_name("eventstore")
+README = Path(__file__).resolve().parent.parent / "README.md"
+README_URL = "postgresql+psycopg://app@db.internal/app"
+"""The database the README's example output names."""
 TIMEOUT = 120
 STORE_SIZE = 100_000
 EVENTS_PER_STREAM = 10
@@ -173,13 +178,13 @@ def test_finds_the_one_undecodable_event_of_100000_and_exits_1(
     result = _check(migrated_url, "--registry", f"{registry_module}:registry")
 
     assert result.exit_code == 1, result.output
-    reason = (
-        "stored fields ['amout'] do not fit Deposited: "
-        "Deposited.__init__() got an unexpected keyword argument 'amout'"
-    )
+    with pytest.raises(DeserializationError) as raised:
+        store.load_events(stream_id)
+    reason = str(raised.value.__cause__)  # what the store says, without the event's name
+    assert reason.startswith("stored fields ['amout'] do not fit Deposited: ")
     assert f"Deposited stored at version 1, 1 event failed: {reason}" in result.output
     assert f"stream {stream_id!r} version {version}, position {bad}" in result.output
-    assert "FAIL: 1 of 100,000 events and 0 of 0 snapshots failed to decode" in result.output
+    assert "FAIL: 1 of 100,000 events failed to decode" in result.output
 
     document = json.loads(
         _check(migrated_url, "--registry", f"{registry_module}:registry", "--json").output
@@ -212,7 +217,7 @@ def test_a_healthy_store_of_100000_events_exits_0(migrated_url: str, registry_mo
     result = _check(migrated_url, "--registry", f"{registry_module}:make_registry")
 
     assert result.exit_code == 0, result.output
-    assert "OK: all 100,000 events and 0 snapshots decode" in result.output
+    assert "OK: 100,000 events checked, all decode" in result.output
     for row in ("Deposited", "Withdrawn"):
         assert row in result.output
     assert "50,000" in result.output
@@ -295,7 +300,8 @@ def test_memory_stays_flat_when_every_event_fails_for_a_reason_of_its_own(
 
 # -- know before you deploy (the README's story) -------------------------------------
 
-BANK_V1 = """
+LAST_YEAR = """
+import enum
 from dataclasses import dataclass
 
 from eventstore import EventRegistry
@@ -304,54 +310,101 @@ registry = EventRegistry()
 
 
 @registry.register
-@dataclass(frozen=True)
-class Deposited:
-    amount: int  # euros
-"""
-
-BANK_V2_WITHOUT_UPCASTER = """
-from dataclasses import dataclass
-
-from eventstore import EventRegistry
-
-registry = EventRegistry()
+class Tier(enum.Enum):
+    BASIC = "basic"
+    GOLD = "gold"
 
 
 @registry.register
 @dataclass(frozen=True)
 class Deposited:
-    amount_cents: int
+    amount: int  # in units
+    note: str
+
+
+@registry.register
+@dataclass(frozen=True)
+class Withdrawn:
+    amount: int
+
+
+@registry.register
+@dataclass(frozen=True)
+class Upgraded:
+    tier: Tier
 """
 
-BANK_V2 = """
-from dataclasses import dataclass
 
-from eventstore import EventRegistry
-
-registry = EventRegistry()
-
-
-@registry.register(version=2)
-@dataclass(frozen=True)
-class Deposited:
-    amount_cents: int
-
+def today(*, version: str = "(version=2)", upcaster: bool = True, alias: bool = True) -> str:
+    """The README's classes of today, as ``myapp/events.py``, or with one step forgotten:
+    the version not raised, the upcaster not written, the old name not kept as an alias."""
+    upcast = """
 
 @registry.upcaster("Deposited", from_version=1)
-def euros_to_cents(fields):
+def deposited_in_cents(fields: dict) -> dict:
     return {"amount_cents": fields["amount"] * 100}
 """
+    return f"""
+import enum
+from dataclasses import dataclass
 
-BANK_V2_WITHOUT_LINK = BANK_V2.split("@registry.upcaster")[0]
+from eventstore import EventRegistry
 
-APPEND = """
+registry = EventRegistry()
+
+
+@registry.register{version}
+@dataclass(frozen=True)
+class Deposited:
+    amount_cents: int
+    currency: str = "EUR"
+{upcast if upcaster else ""}
+
+@registry.register{'(aliases=("Withdrawn",))' if alias else ""}
+@dataclass(frozen=True)
+class MoneyWithdrawn:
+    amount: int
+
+
+class Tier(enum.Enum):
+    BASIC = "basic"
+    PREMIUM = "premium"  # was GOLD = "gold"
+
+
+registry.register(Tier, renamed_values={{"gold": Tier.PREMIUM}})
+
+
+@registry.register
+@dataclass(frozen=True)
+class Upgraded:
+    tier: Tier
+"""
+
+
+LAST_YEAR_WRITES = """
 import sys
 
-from eventstore import ANY, PostgresEventStore
-from bank import Deposited, registry
+from eventstore import PostgresEventStore
+from myapp.events import Deposited, Tier, Upgraded, Withdrawn, registry
 
 with PostgresEventStore.from_url(sys.argv[1], registry=registry) as store:
-    store.append_events("account-1", [Deposited(*map(int, sys.argv[2:]))], expected_version=ANY)
+    store.append_events(
+        "account-7",
+        [Deposited(12, "salary"), Withdrawn(2), Upgraded(Tier.GOLD)],
+        expected_version=0,
+    )
+"""
+
+TODAY_WRITES = """
+import sys
+
+from eventstore import PostgresEventStore
+from myapp.events import Deposited, MoneyWithdrawn, registry
+
+with PostgresEventStore.from_url(sys.argv[1], registry=registry) as store:
+    store.append_events(
+        "account-7", [Deposited(500, "USD"), MoneyWithdrawn(1)], expected_version=3
+    )
 """
 
 
@@ -361,34 +414,31 @@ def _run(workdir: Path, *command: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _deploy(workdir: Path, bank: str) -> None:
-    (workdir / "bank.py").write_text(bank)
+def _deploy(workdir: Path, events_module: str) -> None:
+    (workdir / "myapp").mkdir(exist_ok=True)
+    (workdir / "myapp" / "__init__.py").write_text("")
+    (workdir / "myapp" / "events.py").write_text(events_module)
 
 
 def test_know_before_you_deploy(migrated_url: str, tmp_path: Path) -> None:
-    check = (str(EVENTSTORE_CLI), "check-events", "--registry", "bank:registry")
+    check = (str(EVENTSTORE_CLI), "check-events", "--registry", "myapp.events:registry")
     check_here = (*check, "--url", migrated_url)
-    _deploy(tmp_path, BANK_V1)
-    (tmp_path / "append.py").write_text(APPEND)
-    for amount in ("5", "7"):
-        written = _run(tmp_path, sys.executable, "append.py", migrated_url, amount)
-        assert written.returncode == 0, written.stderr
+    _deploy(tmp_path, LAST_YEAR)
+    (tmp_path / "last_year.py").write_text(LAST_YEAR_WRITES)
+    (tmp_path / "today.py").write_text(TODAY_WRITES)
+    written = _run(tmp_path, sys.executable, "last_year.py", migrated_url)
+    assert written.returncode == 0, written.stderr
     assert _run(tmp_path, *check_here).returncode == 0
 
-    # The field renamed, the version not raised: the old events no longer load.
-    _deploy(tmp_path, BANK_V2_WITHOUT_UPCASTER)
+    # Deposited changed, its version not raised: its old events no longer load.
+    _deploy(tmp_path, today(version="", upcaster=False))
     forgot = _run(tmp_path, *check_here)
     assert forgot.returncode == 1, forgot.stdout + forgot.stderr
-    assert (
-        "Deposited stored at version 1, 2 events failed: stored fields ['amount'] do not "
-        "fit Deposited: Deposited.__init__() got an unexpected keyword argument 'amount'"
-    ) in forgot.stdout
-    assert "stream 'account-1' version 1, position " in forgot.stdout
-    assert "stream 'account-1' version 2, position " in forgot.stdout
-    assert "FAIL: 2 of 2 events and 0 of 0 snapshots failed to decode" in forgot.stdout
+    shown = _readme_check_output().replace(README_URL, migrated_url)
+    assert _without_positions(forgot.stdout) == _without_positions(shown)
 
-    # The version raised, the upcaster forgotten: the registry itself says what is missing.
-    _deploy(tmp_path, BANK_V2_WITHOUT_LINK)
+    # The version raised, the upcaster forgotten: the registry says what is missing.
+    _deploy(tmp_path, today(upcaster=False))
     unlinked = _run(tmp_path, *check_here)
     assert unlinked.returncode == 1
     assert unlinked.stderr.strip() == (
@@ -396,38 +446,55 @@ def test_know_before_you_deploy(migrated_url: str, tmp_path: Path) -> None:
         "from version 1: add @registry.upcaster('Deposited', from_version=1)"
     )
 
-    # Version 2 with its upcaster reads every old event: safe to deploy.
-    _deploy(tmp_path, BANK_V2)
+    # The old name not kept as an alias: no failure, but its events are plain data.
+    _deploy(tmp_path, today(alias=False))
+    unaliased = _run(tmp_path, *check_here)
+    assert unaliased.returncode == 0, unaliased.stdout + unaliased.stderr
+    assert re.search(r"Withdrawn +│ +1 │ plain data \(not registered\)", unaliased.stdout)
+
+    # Today's code reads every old event: safe to deploy.
+    _deploy(tmp_path, today())
     ready = _run(tmp_path, *check, "--url", migrated_url, "--json")
     assert ready.returncode == 0, ready.stdout + ready.stderr
-    (deposited,) = json.loads(ready.stdout)["events"]["types"]
-    assert deposited == {
-        "event_type": "Deposited",
-        "stored_version": 1,
-        "loads_as": "Deposited",
-        "registered_version": 2,
-        "decoded": 2,
-        "failed": 0,
-        "failures": [],
-        "unlisted_failures": 0,
-    }
+    types = json.loads(ready.stdout)["events"]["types"]
+    assert [(t["event_type"], t["stored_version"], t["loads_as"]) for t in types] == [
+        ("Deposited", 1, "Deposited"),
+        ("Upgraded", 1, "Upgraded"),
+        ("Withdrawn", 1, "MoneyWithdrawn"),
+    ]
+    assert [t["registered_version"] for t in types] == [2, 1, 1]
 
     # Deployed: version-2 events join the version-1 ones, and both read.
-    written = _run(tmp_path, sys.executable, "append.py", migrated_url, "900")
+    written = _run(tmp_path, sys.executable, "today.py", migrated_url)
     assert written.returncode == 0, written.stderr
     deployed = _run(tmp_path, *check_here)
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-    assert "Deposited v2 (upcast)" in deployed.stdout
-    assert "OK: all 3 events and 0 snapshots decode" in deployed.stdout
+    assert re.search(r"Deposited +│ +1 │ Deposited v2 \(upcast\)", deployed.stdout)
+    assert re.search(r"Deposited +│ +2 │ Deposited v2 ", deployed.stdout)
+    assert "OK: 5 events checked, all decode" in deployed.stdout
 
-    # Rolling back to version 1 would not read what version 2 wrote.
-    _deploy(tmp_path, BANK_V1)
+    # Rolling back to last year's code would not read what today's wrote.
+    _deploy(tmp_path, LAST_YEAR)
     rollback = _run(tmp_path, *check_here)
     assert rollback.returncode == 1
     assert (
         "Deposited stored at version 2, 1 event failed: it was stored by version 2 of "
         "Deposited, but Deposited is registered at version 1"
     ) in rollback.stdout
+
+
+def _readme_check_output() -> str:
+    """The output the README's "Check before you deploy" shows, without its command line."""
+    section = README.read_text(encoding="utf-8").split("### Check before you deploy", 1)[1]
+    block = re.search(r"```text\n(.*?)```", section, flags=re.S)
+    assert block is not None
+    lines = block.group(1).splitlines()
+    assert lines[0].startswith("$ eventstore check-events")
+    return "\n".join(lines[1:]) + "\n"
+
+
+def _without_positions(output: str) -> str:
+    return re.sub(r"position \d+-\d+", "position P", output)
 
 
 # -- what is reported ----------------------------------------------------------------
@@ -573,7 +640,10 @@ def test_runs_as_the_application_role(
     result = _check(app_role_database_url, "--registry", f"{registry_module}:registry")
 
     assert result.exit_code == 0, result.output
-    assert "OK: all 3 events and 1 snapshot decode" in result.output
+    assert "OK: 3 events and 1 snapshot checked, all decode" in result.output
+    password = normalize_url(app_role_database_url).password
+    assert password
+    assert str(password) not in result.output
 
 
 # -- bad input -----------------------------------------------------------------------

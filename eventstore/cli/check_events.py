@@ -143,15 +143,21 @@ def render(report: CheckReport) -> None:
             snapshot_tally.unlisted_failures,
             lambda snapshot: f"stream {snapshot.stream_id!r} at version {snapshot.version}",
         )
+    console.print(_verdict(report))
+
+
+def _verdict(report: CheckReport) -> str:
+    """``OK: 3 events and 1 snapshot checked, all decode`` or ``FAIL: 1 of 3 events
+    failed to decode`` (snapshots named when there are some)."""
     events = _count(report.events_checked, "event")
     snapshots = _count(report.snapshots_checked, "snapshot")
     if report.ok:
-        console.print(f"[green]OK[/green]: all {events} and {snapshots} decode")
-    else:
-        console.print(
-            f"[bold red]FAIL[/bold red]: {report.events_failed:,} of {events} and "
-            f"{report.snapshots_failed:,} of {snapshots} failed to decode"
-        )
+        checked = f"{events} and {snapshots}" if report.snapshots_checked else events
+        return f"[green]OK[/green]: {checked} checked, all decode"
+    failed = f"{report.events_failed:,} of {events}"
+    if report.snapshots_checked:
+        failed += f" and {report.snapshots_failed:,} of {snapshots}"
+    return f"[bold red]FAIL[/bold red]: {failed} failed to decode"
 
 
 def _events_table(tallies: tuple[EventTally, ...]) -> Table:

@@ -627,6 +627,9 @@ def test_reads_one_snapshot_of_the_database(store: PostgresEventStore, migrated_
     assert appended
     assert report.events_checked == 3_000
     assert check_events(migrated_url, bank_registry()).events_checked == 3_001
+    # An application's engine is used as it is, and stays usable.
+    assert check_events(store.engine, bank_registry()).events_checked == 3_001
+    assert store.stream_version("late") == 1
 
 
 def test_runs_as_the_application_role(

@@ -190,7 +190,7 @@ class BaseEventStore(Closing, EventStore, ABC):
         self.lifecycle.check_open()
         start = check_after(after)
         check_int(limit, "limit", minimum=1)
-        types, prefix = check_feed_filter(event_types, stream_prefix)
+        types, prefix = self._feed_filter(event_types, stream_prefix)
         rows, _ = self._feed_rows(start, limit, types, prefix, None)
         events, undecodable = self._decoded(rows)
         if undecodable is not None and not events:
@@ -208,7 +208,7 @@ class BaseEventStore(Closing, EventStore, ABC):
         self.lifecycle.check_open()
         start = check_after(after)
         check_int(batch_size, "batch_size", minimum=1)
-        types, prefix = check_feed_filter(event_types, stream_prefix)
+        types, prefix = self._feed_filter(event_types, stream_prefix)
         return page_through(self._feed_reader(types, prefix), start, batch_size)
 
     def subscribe(
@@ -224,7 +224,7 @@ class BaseEventStore(Closing, EventStore, ABC):
         start = check_after(after)
         check_int(batch_size, "batch_size", minimum=1)
         interval = check_poll_interval(poll_interval)
-        types, prefix = check_feed_filter(event_types, stream_prefix)
+        types, prefix = self._feed_filter(event_types, stream_prefix)
         subscription = Subscription(
             self._feed_reader(types, prefix),
             self._waiter(),
@@ -234,6 +234,13 @@ class BaseEventStore(Closing, EventStore, ABC):
         )
         self.lifecycle.track(subscription)
         return subscription
+
+    def _feed_filter(
+        self, event_types: Iterable[str] | None, stream_prefix: str | None
+    ) -> tuple[list[str] | None, str | None]:
+        """The checked filters, the event types with every alias of each."""
+        types, prefix = check_feed_filter(event_types, stream_prefix)
+        return self.registry.expand_names(types), prefix
 
     def _feed_reader(self, types: list[str] | None, prefix: str | None) -> ReadPage:
         def read_page(after: Position | None, limit: int) -> FeedPage:
@@ -281,7 +288,8 @@ class BaseEventStore(Closing, EventStore, ABC):
 
     def _event_stream(self, rows: Iterable[StoredEventRow]) -> Iterator[RecordedEvent]:
         """The events of ``rows``, each decoded only when the consumer asks for it
-        (so a consumer that drops each event keeps one in memory, not a page)."""
+        (so a consumer that drops each event keeps one in memory, not a page).
+        A DeserializationError names the event, its feed position included."""
         decode = self.codec.decode_event_data
         build = recorded_event
         for (
@@ -294,11 +302,17 @@ class BaseEventStore(Closing, EventStore, ABC):
             transaction_id,
             sequence,
         ) in rows:
+            try:
+                data = decode(stream_id, version, event_type, event_data)
+            except DeserializationError as exc:
+                if transaction_id is not None:
+                    exc.position = Position(transaction_id, sequence)
+                raise
             yield build(
                 stream_id,
                 version,
                 event_type,
-                decode(stream_id, version, event_type, event_data),
+                data,
                 metadata,
                 created_at,
                 transaction_id,

@@ -5,21 +5,37 @@ Beyond what CBOR carries natively, a few private tags keep Python values exact:
 =========  ===================================================================
 tag        value
 =========  ===================================================================
-27         an object of a registered class: ``[name, fields]`` for a dataclass,
-           ``[name, value]`` for an Enum member (the IANA "serialised object" tag)
+27         an object of a registered class: ``[name, fields]`` for a dataclass
+           at version 1, ``[name, fields, version]`` for one at a later
+           version, ``[name, value]`` for an Enum member (the IANA "serialised
+           object" tag)
 62001      a tuple (an array that decodes as a tuple)
 62002      a frozenset (an array that decodes as a frozenset)
 62003      a naive datetime, as its ISO 8601 text
 62004      a time of day, naive or with a UTC offset, as its ISO 8601 text
 62005      a Decimal NaN, infinity or -0, as its text (CBOR's tag 4 holds only
            finite decimals and no negative zero)
+62006      the top-level payload of a registered dataclass at version 2 or
+           later: ``[version, fields]``
+62007      a snapshot state saved at a snapshot version: ``[version, state]``,
+           decoded as :class:`~eventstore.records.VersionedState`
 =========  ===================================================================
 
 These tags are part of the stored format and never change meaning. The
-top-level payload of a registered event is a plain CBOR map of its fields, so
-other languages can read it. Decoding never builds a class that is not
-registered: an object of an unknown name decodes as its plain fields, and any
-other unknown tag as a :class:`cbor2.CBORTag`.
+top-level payload of a registered event at version 1 is a plain CBOR map of its
+fields, so other languages can read it; a later version wraps that map in tag
+62006, whose header (``d9 f2 36 82`` and the version) no field name can clash
+with, and :func:`payload_version` reads from the first bytes alone. Version-1
+bytes are those written before versions existed.
+
+Loading a registered class runs its upcasters (see
+:meth:`~eventstore.registry.EventRegistry.upcaster`) on the stored fields of an
+older version before the class is built, for payloads and for objects nested in
+any payload or snapshot state alike; the chains are resolved once per change of
+the registry, and a class read at its own version costs no lookup for them.
+Decoding never builds a class that is not registered: an object of an unknown
+name decodes as its plain fields (tag 62006 too), and any other unknown tag as a
+:class:`cbor2.CBORTag`.
 
 Nesting is limited to :data:`MAX_DEPTH` levels, the most the decoder accepts;
 :meth:`CborCodec.encode` refuses a deeper value, so nothing is ever stored that
@@ -40,7 +56,8 @@ from typing import Any
 import cbor2
 
 from eventstore.errors import DeserializationError, SerializationError
-from eventstore.registry import EventRegistry
+from eventstore.records import VersionedState
+from eventstore.registry import EventRegistry, RegisteredClass, callable_name
 
 TAG_OBJECT = 27
 TAG_TUPLE = 62001
@@ -48,6 +65,11 @@ TAG_FROZENSET = 62002
 TAG_NAIVE_DATETIME = 62003
 TAG_TIME = 62004
 TAG_SPECIAL_DECIMAL = 62005
+TAG_VERSIONED_PAYLOAD = 62006
+TAG_VERSIONED_STATE = 62007
+
+_VERSIONED_PAYLOAD_HEAD = b"\xd9\xf2\x36\x82"
+"""How a versioned payload starts: tag 62006 (two-byte form), then an array of two."""
 
 MAX_DEPTH = 400
 """The deepest nesting decode accepts (passed as cbor2's ``max_depth``); encode refuses more."""
@@ -86,6 +108,10 @@ def _encode_time(encoder: Any, value: time) -> None:
     encoder.encode_semantic(TAG_TIME, value.isoformat())
 
 
+def _encode_versioned_state(encoder: Any, value: VersionedState) -> None:
+    encoder.encode_semantic(TAG_VERSIONED_STATE, [value.version, value.state])
+
+
 def _encode_decimal(encoder: Any, value: Decimal) -> None:
     sign, digits, exponent = value.as_tuple()
     if not value.is_finite() or (sign and not any(digits)):
@@ -114,6 +140,7 @@ _BASE_ENCODERS: dict[type, _EncoderHook] = {
     datetime: _encode_datetime,
     time: _encode_time,
     Decimal: _encode_decimal,
+    VersionedState: _encode_versioned_state,
 }
 
 
@@ -140,6 +167,55 @@ def _decode_special_decimal(value: Any, immutable: bool) -> Decimal:
     return decoded
 
 
+def _decode_versioned_payload(value: Any, immutable: bool) -> Any:
+    """Tag 62006 read without a class to load it: its fields, as plain data."""
+    _versioned_content(value, TAG_VERSIONED_PAYLOAD, "fields")
+    return value[1]
+
+
+def _decode_versioned_state(value: Any, immutable: bool) -> VersionedState:
+    _versioned_content(value, TAG_VERSIONED_STATE, "state")
+    return VersionedState(value[0], value[1])
+
+
+def _versioned_content(value: Any, tag: int, what: str) -> None:
+    if not isinstance(value, (list, tuple)) or len(value) != 2 or not _is_version(value[0]):
+        raise DeserializationError(f"a tag-{tag} value must be [version, {what}], version >= 1")
+
+
+def _is_version(value: Any) -> bool:
+    return type(value) is int and value >= 1
+
+
+def payload_version(data: bytes | bytearray | memoryview) -> int:
+    """The version a payload's bytes were stored at: 1 for a plain payload (every
+    payload written before versions existed), else the version in its tag-62006
+    header. Reads the first bytes only (at most 13); raises
+    :class:`DeserializationError` for a tag-62006 header that holds no version."""
+    header = _version_header(data)
+    return 1 if header is None else header[0]
+
+
+def _version_header(data: bytes | bytearray | memoryview) -> tuple[int, int] | None:
+    """``(version, offset of the fields)`` of a versioned payload; None for a plain one."""
+    if data[:4] != _VERSIONED_PAYLOAD_HEAD:
+        return None
+    head = bytes(data[4:13])
+    info = head[0] if head else 0xFF
+    if info < 0x18:  # a small unsigned int, in the initial byte
+        version, length = info, 1
+    elif 0x18 <= info <= 0x1B:
+        length = 1 + (1 << (info - 0x18))
+        version = int.from_bytes(head[1:length], "big") if len(head) >= length else 0
+    else:
+        version, length = 0, 1
+    if version < 1:
+        raise DeserializationError(
+            f"a tag-{TAG_VERSIONED_PAYLOAD} payload must be [version, fields], version >= 1"
+        )
+    return version, 4 + length
+
+
 class CborCodec:
     """Encodes values to CBOR bytes and back, resolving registered classes.
 
@@ -152,6 +228,9 @@ class CborCodec:
         self.registry = registry if registry is not None else EventRegistry()
         self._generation = -1
         self._encoders: dict[type, _EncoderHook] = {}
+        self._payload_heads: dict[type, bytes] = {}  # of classes at version > 1
+        self._readers_generation = -1
+        self._readers: dict[str, _ClassReader] = {}
         self._decoders: dict[int, Callable[[Any, bool], Any]] = {
             TAG_OBJECT: self._decode_object,
             TAG_TUPLE: _decode_tuple,
@@ -159,6 +238,8 @@ class CborCodec:
             TAG_NAIVE_DATETIME: _decode_naive_datetime,
             TAG_TIME: _decode_time,
             TAG_SPECIAL_DECIMAL: _decode_special_decimal,
+            TAG_VERSIONED_PAYLOAD: _decode_versioned_payload,
+            TAG_VERSIONED_STATE: _decode_versioned_state,
         }
         self._trial_decoders = {**self._decoders, TAG_OBJECT: _placeholder}
 
@@ -210,27 +291,43 @@ class CborCodec:
             raise SerializationError(str(exc) or type(exc).__name__) from exc
 
     def encode_payload(self, value: Any) -> bytes:
-        """Like :meth:`encode`, but a registered dataclass at the top is a plain map."""
+        """Like :meth:`encode`, but a registered dataclass at the top is a plain map
+        of its fields, wrapped in tag 62006 with its version when that is above 1."""
         if type(value) is dict:
             return self.encode(value)
         is_instance = dataclasses.is_dataclass(value) and not isinstance(value, type)
         if is_instance and self.registry.name_of(value) is not None:
-            return self.encode(dataclass_fields(value))
+            data = self.encode(dataclass_fields(value))
+            self._current_encoders()
+            head = self._payload_heads.get(type(value))
+            return data if head is None else head + data
         return self.encode(value)
 
     def _current_encoders(self) -> dict[type, _EncoderHook]:
         if self._generation != self.registry.generation:
-            generation = self.registry.generation
+            registry = self.registry
+            generation = registry.generation
             encoders = dict(_BASE_ENCODERS)
-            for cls, name in self.registry.classes().items():
-                encoders[cls] = _object_encoder(name, issubclass(cls, enum.Enum))
-            self._encoders, self._generation = encoders, generation
+            heads: dict[type, bytes] = {}
+            for cls, name in registry.classes().items():
+                version = registry.version_of(cls)
+                encoders[cls] = _object_encoder(name, issubclass(cls, enum.Enum), version)
+                if version > 1:
+                    heads[cls] = _VERSIONED_PAYLOAD_HEAD + cbor2.dumps(version)
+            self._encoders, self._payload_heads = encoders, heads
+            self._generation = generation
         return self._encoders
 
     # -- decoding ---------------------------------------------------------------
 
     def decode(self, data: bytes | bytearray | memoryview) -> Any:
-        """The value encoded in ``data``; raises DeserializationError for bad bytes."""
+        """The value encoded in ``data``; raises DeserializationError for bad bytes
+        (ValidationError when the registry's upcasters do not resolve: see
+        :meth:`~eventstore.registry.EventRegistry.resolved`)."""
+        self._current_readers()
+        return self._loads(data)
+
+    def _loads(self, data: bytes | bytearray | memoryview) -> Any:
         try:
             return cbor2.loads(data, semantic_decoders=self._decoders, max_depth=MAX_DEPTH)
         except DeserializationError:
@@ -239,22 +336,37 @@ class CborCodec:
             raise _decode_error(exc) from exc
 
     def decode_payload(self, event_type: str, data: bytes | bytearray | memoryview) -> Any:
-        """Decode an event payload, rebuilding the registered class of ``event_type``."""
-        value = self.decode(data)
-        cls = self.registry.class_for(event_type)
-        if cls is None or not dataclasses.is_dataclass(cls):
+        """Decode an event payload, rebuilding the registered class of ``event_type``
+        (a name or an alias), upcast from the version the payload was stored at."""
+        return self._decode_payload(self._current_readers().get(event_type), data)
+
+    def _decode_payload(
+        self, reader: _ClassReader | None, data: bytes | bytearray | memoryview
+    ) -> Any:
+        if data[:4] != _VERSIONED_PAYLOAD_HEAD:  # a plain map: version 1
+            stored, value = 1, self._loads(data)
+        else:
+            stored, offset = _version_header(data) or (1, 0)
+            value = self._loads(memoryview(data)[offset:])
+        if reader is None or reader.is_enum:
             return value
         if not isinstance(value, Mapping):
             raise DeserializationError(
-                f"a {cls.__qualname__} payload must be a map of fields, got {type(value).__name__}"
+                f"a {reader.cls.__qualname__} payload must be a map of fields, "
+                f"got {type(value).__name__}"
             )
-        return _build(cls, value)
+        return reader.load(value, stored)
 
     def decode_event_data(
         self, stream_id: str, version: int, event_type: str, data: bytes | memoryview
     ) -> Any:
-        """:meth:`decode_payload` for a stored event; the error names the event."""
-        if self.registry.class_for(event_type) is None:
+        """:meth:`decode_payload` for a stored event; the error names the event
+        (message and attributes; the caller adds the position)."""
+        readers = self._readers
+        if self._readers_generation != self.registry.generation:
+            readers = self._current_readers()
+        reader = readers.get(event_type)
+        if reader is None:
             # The common case, once per event read: an unregistered type decodes
             # to plain data. Any failure is decoded again below, for its message.
             try:
@@ -262,11 +374,14 @@ class CborCodec:
             except Exception:
                 pass
         try:
-            return self.decode_payload(event_type, data)
+            return self._decode_payload(reader, data)
         except DeserializationError as exc:
             raise DeserializationError(
                 f"cannot decode event {version} of stream {stream_id!r} "
-                f"(event type {event_type!r}): {exc}"
+                f"(event type {event_type!r}): {exc}",
+                stream_id=stream_id,
+                version=version,
+                event_type=event_type,
             ) from exc
 
     def decode_state(self, stream_id: str, version: int, data: bytes | memoryview) -> Any:
@@ -275,24 +390,114 @@ class CborCodec:
             return self.decode(data)
         except DeserializationError as exc:
             raise DeserializationError(
-                f"cannot decode the snapshot of stream {stream_id!r} at version {version}: {exc}"
+                f"cannot decode the snapshot of stream {stream_id!r} at version {version}: {exc}",
+                stream_id=stream_id,
+                version=version,
             ) from exc
 
+    def _current_readers(self) -> dict[str, _ClassReader]:
+        """The registered classes by name and alias, ready to load; rebuilt when the
+        registry changed (raising ValidationError for an incomplete upcaster chain)."""
+        registry = self.registry
+        if self._readers_generation != registry.generation:
+            generation = registry.generation
+            readers: dict[str, _ClassReader] = {}
+            for entry in dict.fromkeys(registry.resolved().values()):
+                reader = _ClassReader(entry)
+                for name in (entry.name, *entry.aliases):
+                    readers[name] = reader
+            self._readers, self._readers_generation = readers, generation
+        return self._readers
+
     def _decode_object(self, value: Any, immutable: bool) -> Any:
-        if not isinstance(value, (list, tuple)) or len(value) != 2 or not isinstance(value[0], str):
-            raise DeserializationError("a tag-27 object must be [name, fields]")
-        name, content = value
-        cls = self.registry.class_for(name)
-        if cls is None:
+        if (
+            not isinstance(value, (list, tuple))
+            or not 2 <= len(value) <= 3
+            or not isinstance(value[0], str)
+        ):
+            raise DeserializationError(
+                "a tag-27 object must be [name, fields] or [name, fields, version]"
+            )
+        name, content = value[0], value[1]
+        stored = 1 if len(value) == 2 else value[2]
+        if not _is_version(stored):
+            raise DeserializationError(
+                f"the version of a stored {name} object must be an int >= 1, not {stored!r}"
+            )
+        reader = self._readers.get(name)
+        if reader is None:
             return dict(content) if isinstance(content, Mapping) else content
-        if issubclass(cls, enum.Enum):
-            try:
-                return cls(content)
-            except ValueError as exc:
-                raise DeserializationError(f"{content!r} is not a member of {name}") from exc
+        if reader.is_enum:
+            return reader.member(name, content)
         if not isinstance(content, Mapping):
             raise DeserializationError(f"the fields of a {name} object must be a map")
-        return _build(cls, content)
+        return reader.load(content, stored)
+
+
+class _ClassReader:
+    """How one registered class is loaded from its stored fields (or value)."""
+
+    __slots__ = ("chains", "cls", "is_enum", "name", "renamed_values", "version")
+
+    def __init__(self, entry: RegisteredClass) -> None:
+        self.cls = entry.cls
+        self.name = entry.name
+        self.version = entry.version
+        self.chains = tuple(entry.upcasters[stored - 1 :] for stored in range(entry.version))
+        """``chains[k]``: the upcasters that take fields stored at version k to today's."""
+        self.renamed_values = entry.renamed_values
+        self.is_enum = issubclass(entry.cls, enum.Enum)
+
+    def load(self, fields: Mapping[Any, Any], stored: int) -> Any:
+        """The instance for ``fields`` stored at version ``stored``."""
+        if stored != self.version:
+            fields = self.upcast(fields, stored)
+        return _build(self.cls, fields)
+
+    def upcast(self, fields: Mapping[Any, Any], stored: int) -> dict[Any, Any]:
+        """``fields`` of version ``stored`` through the upcasters to the class's version.
+
+        ``fields`` is the decoder's own (mutable) dict, or a copy of an immutable one,
+        so the first upcaster may change it in place."""
+        if stored > self.version:
+            raise DeserializationError(
+                f"it was stored by version {stored} of {self.name}, but "
+                f"{self.cls.__qualname__} is registered at version {self.version}: read it "
+                f"with code that registers version {stored} (or later)"
+            )
+        current: Any = fields if type(fields) is dict else dict(fields)
+        from_version = stored
+        for upcaster in self.chains[stored]:
+            try:
+                current = upcaster(current)
+            except Exception as exc:
+                raise DeserializationError(
+                    f"the upcaster from version {from_version} of {self.name} "
+                    f"({callable_name(upcaster)}) failed: {type(exc).__name__}: {exc}"
+                ) from exc
+            if type(current) is not dict:
+                if not isinstance(current, Mapping):
+                    raise DeserializationError(
+                        f"the upcaster from version {from_version} of {self.name} "
+                        f"({callable_name(upcaster)}) returned a {type(current).__name__}, "
+                        "not a dict"
+                    )
+                current = dict(current)
+            from_version += 1
+        return current  # type: ignore[no-any-return]
+
+    def member(self, name: str, value: Any) -> Any:
+        """The Enum member stored as ``value`` (or mapped from it by ``renamed_values``)."""
+        try:
+            return self.cls(value)
+        except ValueError as exc:
+            try:
+                return self.renamed_values[value]
+            except (KeyError, TypeError):
+                raise DeserializationError(
+                    f"{value!r} is not a member of {name}: map it to a member with "
+                    f"registry.register({self.cls.__qualname__}, renamed_values={{...}})"
+                ) from exc
 
 
 def _decode_error(exc: Exception) -> DeserializationError:
@@ -418,13 +623,20 @@ _children: Callable[..., list[Any]] | None = (
 )
 
 
-def _object_encoder(name: str, is_enum: bool) -> _EncoderHook:
+def _object_encoder(name: str, is_enum: bool, version: int) -> _EncoderHook:
     if is_enum:
 
         def encode_member(encoder: Any, member: Any) -> None:
             encoder.encode_semantic(TAG_OBJECT, [name, member.value])
 
         return encode_member
+
+    if version > 1:
+
+        def encode_versioned(encoder: Any, instance: Any) -> None:
+            encoder.encode_semantic(TAG_OBJECT, [name, dataclass_fields(instance), version])
+
+        return encode_versioned
 
     def encode_dataclass(encoder: Any, instance: Any) -> None:
         encoder.encode_semantic(TAG_OBJECT, [name, dataclass_fields(instance)])
@@ -437,5 +649,7 @@ def _build(cls: type, fields: Mapping[Any, Any]) -> Any:
         return cls(**fields)
     except TypeError as exc:
         raise DeserializationError(
-            f"stored fields {sorted(map(str, fields))} do not fit {cls.__qualname__}: {exc}"
+            f"stored fields {sorted(map(str, fields))} do not fit {cls.__qualname__}: {exc}; "
+            "if the class changed since, give new fields defaults, or register the class "
+            "at a new version with an upcaster from the stored one (EventRegistry.upcaster)"
         ) from exc

@@ -86,7 +86,43 @@ class SerializationError(EventStoreError):
 
 
 class DeserializationError(EventStoreError):
-    """Stored bytes could not be decoded back into a value."""
+    """Stored bytes could not be decoded back into a value.
+
+    Raised for a stored event, it names the event: ``stream_id``, ``version``
+    and ``event_type``, and ``position`` (a :class:`~eventstore.records.Position`)
+    when it was read from the global feed; for a snapshot, ``stream_id`` and the
+    snapshot's ``version``. Each is None where not known (decoding bytes that
+    are not a stored event's).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        stream_id: str | None = None,
+        version: int | None = None,
+        event_type: str | None = None,
+        position: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.stream_id = stream_id
+        self.version = version
+        self.event_type = event_type
+        self.position = position
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild_deserialization_error,
+            (str(self), self.stream_id, self.version, self.event_type, self.position),
+        )
+
+
+def _rebuild_deserialization_error(
+    message: str, stream_id: str | None, version: int | None, event_type: str | None, position: Any
+) -> DeserializationError:
+    return DeserializationError(
+        message, stream_id=stream_id, version=version, event_type=event_type, position=position
+    )
 
 
 class SchemaError(EventStoreError):

@@ -152,6 +152,8 @@ class ProjectionRunner(Closing):
         self.store = store
         self._backend: Backend = backend_of(store)
         self.projection = projection
+        self._event_types = store.registry.expand_names(projection.event_types)
+        """The projection's event types with every alias of each (the store's registry)."""
         self.batch_size = check_int(batch_size, "batch_size", minimum=1)
         self.poll_interval = check_poll_interval(poll_interval)
         self.lock_timeout = check_lock_timeout(lock_timeout)
@@ -348,7 +350,7 @@ class ProjectionRunner(Closing):
             after = checkpoint
             if self._read_on is not None and self._read_on[0] == checkpoint:
                 after = self._read_on[1]
-            page = session.read(connection, after, self.batch_size, self.projection.event_types)
+            page = session.read(connection, after, self.batch_size, self._event_types)
             stored = checkpoint
             for event in page.events:
                 _apply(handler, event, connection)

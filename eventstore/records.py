@@ -222,15 +222,24 @@ class Snapshot:
 
 @dataclass(frozen=True, slots=True)
 class VersionedState:
-    """A snapshot state saved at snapshot version ``version`` > 1 (CBOR tag 62007
-    ``[version, state]``); a state saved at version 1 is stored as it is.
+    """A snapshot state tagged with the snapshot version it was saved under.
 
+    The codec stores it as CBOR tag 62007 ``[version, state]`` and decodes that
+    tag back to one, so a reader can tell a state saved under another snapshot
+    version from its own; a state saved at version 1 is stored as it is.
     :class:`~eventstore.Repository` saves its states this way when built with
     ``snapshot_version`` > 1, and ignores a snapshot of any other version.
+    ``version`` is an int >= 1; anything else raises :class:`ValidationError`.
     """
 
     version: int
     state: Any
+
+    def __post_init__(self) -> None:
+        if type(self.version) is not int or self.version < 1:
+            raise ValidationError(
+                f"a VersionedState's version must be an int >= 1, not {self.version!r}"
+            )
 
 
 # The slot descriptors recorded_event() sets fields with; a field added to either

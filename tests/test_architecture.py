@@ -37,7 +37,7 @@ LAYERS: list[set[str]] = [
         "roles",
     },
     # 5: operator tools
-    {"transfer", "doctor", "_testdb"},
+    {"transfer", "doctor", "verification", "_testdb"},
     # 6: integrations and the command line, and the package's own facade
     {"cli", "pytest_plugin", "__init__"},
 ]

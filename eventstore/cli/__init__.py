@@ -1,4 +1,5 @@
-"""The ``eventstore`` command: demo, migrations, monitoring, health checks, backups.
+"""The ``eventstore`` command: demo, migrations, monitoring, health checks, backups,
+and the check that an application can read every stored event.
 
 Every subcommand takes the database from ``--url``, else ``DATABASE_URL`` (the
 environment, then a ``.env`` file in the working directory), and never prints a
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 
 import click
 
-from eventstore.cli import demo, doctor, erase, grant, stats, transfer
+from eventstore.cli import check_events, demo, doctor, erase, grant, stats, transfer
 from eventstore.cli._common import cli
 from eventstore.cli.migrate import migrate
 
@@ -23,6 +24,7 @@ cli.add_command(grant.command)
 cli.add_command(erase.command)
 for transfer_command in transfer.commands:
     cli.add_command(transfer_command)
+cli.add_command(check_events.command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Column, Table
 
 from eventstore.cli._common import console, redact, reported_errors, resolve_url, url_option
-from eventstore.cli.transfer import _progress
+from eventstore.cli._progress import progress_bars
 from eventstore.registry import EventRegistry
 from eventstore.verification import (
     CheckReport,
@@ -61,12 +61,12 @@ def command(reference: str, url: str | None, as_json: bool) -> None:
     database = resolve_url(url)
     assert database is not None
     registry = load_registry(reference)
-    with reported_errors(), _progress() as advance:
+    with reported_errors(), progress_bars(_PHASES) as advance:
         report = check_events(
             database,
             registry,
             examples=_EXAMPLES,
-            progress=lambda phase, done, total: advance(f"checking {phase}", done, total),
+            progress=advance,
         )
     if as_json:
         document = {"url": redact(database), "registry": reference, **report.to_dict()}
@@ -230,3 +230,9 @@ def _failed(count: int) -> str:
 
 def _count(number: int, noun: str) -> str:
     return f"{number:,} {noun}" + ("" if number == 1 else "s")
+
+
+_PHASES = {
+    "events": ("checking events", "events"),
+    "snapshots": ("checking snapshots", "snapshots"),
+}

@@ -3,23 +3,9 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.text import Text
 
 from eventstore.cli._common import (
     console,
@@ -29,9 +15,9 @@ from eventstore.cli._common import (
     size_text,
     url_option,
 )
+from eventstore.cli._progress import progress_bars, stderr_console
 from eventstore.transfer import (
     ImportSummary,
-    ProgressCallback,
     TransferError,
     export_events,
     import_events,
@@ -75,7 +61,7 @@ def export_command(
     assert database is not None
     to_stdout = str(file) == "-"
     destination = sys.stdout.buffer if to_stdout else file
-    with reported_errors(), _progress() as progress:
+    with reported_errors(), progress_bars(_PHASES) as progress:
         try:
             summary = export_events(
                 database,
@@ -87,7 +73,7 @@ def export_command(
         except OSError as error:
             raise click.ClickException(f"cannot write {file}: {error.strerror or error}") from None
     rate = summary.events / summary.seconds if summary.seconds > 0 else 0.0
-    out = _stderr() if to_stdout else console
+    out = stderr_console() if to_stdout else console
     out.print(
         f"exported {summary.events:,} events of {summary.streams:,} streams and "
         f"{summary.snapshots:,} snapshots from {redact(database)} to "
@@ -118,7 +104,7 @@ def import_command(file: Path, url: str | None) -> None:
     database = resolve_url(url)
     assert database is not None
     source = sys.stdin.buffer if str(file) == "-" else file
-    with reported_errors(), _progress() as progress:
+    with reported_errors(), progress_bars(_PHASES) as progress:
         try:
             summary = import_events(database, source, progress=progress)
         except TransferError as error:
@@ -140,7 +126,7 @@ commands = [export_command, import_command]
 
 
 def _report_refusals(summary: ImportSummary) -> None:
-    err = _stderr()
+    err = stderr_console()
     err.print(
         f"Error: refused {summary.refused_streams:,} streams ({summary.refused_events:,} "
         "events) and left them untouched, because the target already has versions of them:"
@@ -161,50 +147,9 @@ def _failure(error: TransferError) -> str:
     )
 
 
-class _RateColumn(ProgressColumn):
-    """Items per second since the task started, e.g. ``52,310 events/s``."""
-
-    def render(self, task: Task) -> Text:
-        seconds = task.finished_time if task.finished_time is not None else task.elapsed
-        if not seconds or not task.completed:
-            return Text("")
-        unit = task.fields.get("unit", "events")
-        return Text(f"{task.completed / seconds:,.0f} {unit}/s", style="progress.data.speed")
-
-
 _PHASES = {
     "events": ("exporting events", "events"),
     "snapshots": ("exporting snapshots", "snapshots"),
     "reading": ("verifying", "events"),
     "writing": ("importing", "events"),
 }
-
-
-@contextmanager
-def _progress() -> Iterator[ProgressCallback]:
-    """A progress callback drawing rich bars on standard error, when it is a terminal."""
-    err = _stderr()
-    bars = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(bar_width=20),
-        MofNCompleteColumn(),
-        _RateColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        disable=not err.is_terminal,
-        transient=False,
-    )
-    tasks: dict[str, TaskID] = {}
-
-    def advance(phase: str, done: int, total: int | None) -> None:
-        if phase not in tasks:
-            description, unit = _PHASES.get(phase, (phase, "items"))
-            tasks[phase] = bars.add_task(description, total=total, unit=unit)
-        bars.update(tasks[phase], completed=done, total=total)
-
-    with bars:
-        yield advance
-
-
-def _stderr() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)

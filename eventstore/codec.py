@@ -443,7 +443,7 @@ class _ClassReader:
         self.cls = entry.cls
         self.name = entry.name
         self.version = entry.version
-        self.chains = tuple(entry.upcasters[stored - 1 :] for stored in range(entry.version))
+        self.chains = ((), *(entry.upcasters[k - 1 :] for k in range(1, entry.version)))
         """``chains[k]``: the upcasters that take fields stored at version k to today's."""
         self.renamed_values = entry.renamed_values
         self.is_enum = issubclass(entry.cls, enum.Enum)

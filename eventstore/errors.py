@@ -88,11 +88,11 @@ class SerializationError(EventStoreError):
 class DeserializationError(EventStoreError):
     """Stored bytes could not be decoded back into a value.
 
-    Raised for a stored event, it names the event: ``stream_id``, ``version``
-    and ``event_type``, and ``position`` (a :class:`~eventstore.records.Position`)
-    when it was read from the global feed; for a snapshot, ``stream_id`` and the
-    snapshot's ``version``. Each is None where not known (decoding bytes that
-    are not a stored event's).
+    Raised for a stored event, it names the event: ``stream_id``, ``version``,
+    ``event_type`` and ``position`` (its :class:`~eventstore.records.Position`
+    in the global feed; None for an event read inside the unit of work that
+    wrote it, in memory); for a snapshot, ``stream_id`` and the snapshot's
+    ``version``. Each is None where not known (bytes decoded outside a store).
     """
 
     def __init__(

@@ -391,9 +391,12 @@ def encode_batch(events: object, codec: CborCodec) -> EncodedBatch:
     """Check and encode every event of a batch; raise before anything is stored.
 
     Items are :class:`NewEvent` or instances of classes registered in the
-    codec's registry. This runs once per appended event, so the common case
-    (a NewEvent with a plain dict payload and flat metadata) is written out
-    inline; everything else goes through the general checks.
+    codec's registry. A NewEvent's dict payload under the name (or an alias) of
+    a class registered at a version above 1 is stored with that version, as the
+    class's instances are: it holds the current version's fields. This runs
+    once per appended event, so the common case (a NewEvent with a plain dict
+    payload and flat metadata) is written out inline; everything else goes
+    through the general checks.
     """
     if type(events) is not list and (
         isinstance(events, (NewEvent, str, bytes, Mapping)) or not isinstance(events, Iterable)
@@ -412,6 +415,7 @@ def encode_batch(events: object, codec: CborCodec) -> EncodedBatch:
     metadata_texts: list[str | None] = []
     encode_plain = codec.encode_known_plain if all_dicts_plain else codec.encode_plain_dict
     checked_type: object = _NO_TYPE_CHECKED_YET  # the last event type that passed; str is immutable
+    versioned_heads = codec.payload_heads()  # usually empty: then no lookup per event
     for position, item in enumerate(items):
         if type(item) is NewEvent:
             event_type, data, metadata = item.event_type, item.data, item.metadata
@@ -422,7 +426,12 @@ def encode_batch(events: object, codec: CborCodec) -> EncodedBatch:
         else:
             event_type, data, metadata = _unpack(item, position, codec)
         try:
-            payload = encode_plain(data) if type(data) is dict else codec.encode_payload(data)
+            if type(data) is dict:
+                payload = encode_plain(data)
+                if versioned_heads and event_type in versioned_heads:
+                    payload = versioned_heads[event_type] + payload
+            else:
+                payload = codec.encode_payload(data)
         except SerializationError as exc:
             raise SerializationError(
                 f"cannot encode the payload of event {position} ({event_type!r}): {exc}"

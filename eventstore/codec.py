@@ -229,6 +229,7 @@ class CborCodec:
         self._generation = -1
         self._encoders: dict[type, _EncoderHook] = {}
         self._payload_heads: dict[type, bytes] = {}  # of classes at version > 1
+        self._payload_heads_by_name: dict[str, bytes] = {}  # the same, by name and alias
         self._readers_generation = -1
         self._readers: dict[str, _ClassReader] = {}
         self._decoders: dict[int, Callable[[Any, bool], Any]] = {
@@ -303,18 +304,30 @@ class CborCodec:
             return data if head is None else head + data
         return self.encode(value)
 
+    def payload_heads(self) -> dict[str, bytes]:
+        """The bytes that start the payload of each event type (name or alias) whose
+        class is registered at a version above 1: tag 62006 and the version. A
+        plain field map appended under such a type (``NewEvent(type, {...})``) is
+        stored after them, as the class's own instances are, so it reads back at
+        the class's current version. Empty when no class is versioned."""
+        self._current_encoders()
+        return self._payload_heads_by_name
+
     def _current_encoders(self) -> dict[type, _EncoderHook]:
         if self._generation != self.registry.generation:
             registry = self.registry
             generation = registry.generation
             encoders = dict(_BASE_ENCODERS)
             heads: dict[type, bytes] = {}
+            heads_by_name: dict[str, bytes] = {}
             for cls, name in registry.classes().items():
                 version = registry.version_of(cls)
                 encoders[cls] = _object_encoder(name, issubclass(cls, enum.Enum), version)
                 if version > 1:
                     heads[cls] = _VERSIONED_PAYLOAD_HEAD + cbor2.dumps(version)
+                    heads_by_name.update(dict.fromkeys(registry.names_for(name), heads[cls]))
             self._encoders, self._payload_heads = encoders, heads
+            self._payload_heads_by_name = heads_by_name
             self._generation = generation
         return self._encoders
 

@@ -41,7 +41,7 @@ from eventstore import (
     ValidationError,
 )
 from eventstore._validation import EncodedBatch
-from eventstore.codec import CborCodec
+from eventstore.codec import CborCodec, payload_version
 from eventstore.schema import events as events_table
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -508,3 +508,31 @@ def test_new_events_of_version_2_round_trip_next_to_version_1_ones(store: Any) -
 
     assert [event.data for event in loaded[:-1]] == appended[:-1]
     assert loaded[-1].data == {"line": Line("D-4", 1)}
+
+
+def test_a_new_event_of_a_versioned_type_is_stored_at_the_class_version(store: Any) -> None:
+    """A NewEvent's field map under a versioned class's type holds the current
+    fields: it is stored with the class's version, so no upcaster runs on it."""
+    store.append_events(
+        "account-new-event",
+        [NewEvent("Deposited", {"amount_cents": 250}), NewEvent("Tagged", {"code": "T-9"})],
+        expected_version=0,
+    )
+    loaded = store.load_events("account-new-event")
+    assert [event.data for event in loaded] == [Deposited(250), Tagged("T-9")]
+    assert [payload_version(store_row_data(store, e)) for e in loaded] == [2, 2]
+
+
+def test_a_new_event_under_an_alias_of_an_unversioned_class_is_stored_as_it_is(
+    store: Any,
+) -> None:
+    store.append_events(
+        "account-alias-new-event", [NewEvent("Withdrawn", {"amount": 5})], expected_version=0
+    )
+    assert store.load_events("account-alias-new-event")[0].data == MoneyWithdrawn(5)
+
+
+def store_row_data(store: Any, event: RecordedEvent) -> bytes:
+    """The stored payload bytes of ``event``, as the store keeps them."""
+    rows = store._load_rows(event.stream_id, event.version, event.version, 1, None)
+    return bytes(rows[0][3])

@@ -31,7 +31,7 @@ from eventstore.errors import (
 from eventstore.feed import Subscription
 from eventstore.memory import InMemoryEventStore
 from eventstore.postgres import PostgresEventStore
-from eventstore.projections import Projection, ProjectionRunner
+from eventstore.projections import Projection, ProjectionRunner, SkippedEvent
 from eventstore.records import (
     ANY,
     NO_STREAM,
@@ -42,6 +42,7 @@ from eventstore.records import (
     RecordedEvent,
     Snapshot,
     StreamState,
+    VersionedState,
 )
 from eventstore.registry import EventRegistry
 from eventstore.repository import Repository
@@ -79,6 +80,7 @@ __all__ = [
     "SchemaError",
     "SerializationError",
     "ServerError",
+    "SkippedEvent",
     "Snapshot",
     "StoreClosedError",
     "StreamState",
@@ -87,5 +89,6 @@ __all__ = [
     "TransactionConflictError",
     "TransferError",
     "ValidationError",
+    "VersionedState",
     "__version__",
 ]

@@ -71,6 +71,9 @@ TAG_VERSIONED_STATE = 62007
 _VERSIONED_PAYLOAD_HEAD = b"\xd9\xf2\x36\x82"
 """How a versioned payload starts: tag 62006 (two-byte form), then an array of two."""
 
+_VERSIONED_STATE_HEAD = b"\xd9\xf2\x37\x82"
+"""How a versioned snapshot state starts: tag 62007 (two-byte form), then an array of two."""
+
 MAX_DEPTH = 400
 """The deepest nesting decode accepts (passed as cbor2's ``max_depth``); encode refuses more."""
 
@@ -196,9 +199,23 @@ def payload_version(data: bytes | bytearray | memoryview) -> int:
     return 1 if header is None else header[0]
 
 
-def _version_header(data: bytes | bytearray | memoryview) -> tuple[int, int] | None:
-    """``(version, offset of the fields)`` of a versioned payload; None for a plain one."""
-    if data[:4] != _VERSIONED_PAYLOAD_HEAD:
+def state_version(data: bytes | bytearray | memoryview) -> int:
+    """The snapshot version a snapshot state's bytes were saved at: 1 for a plain
+    state (every state saved before snapshot versions existed), else the version
+    of its tag-62007 ``[version, state]``. Reads the first bytes only; raises
+    :class:`DeserializationError` for a tag-62007 header that holds no version."""
+    header = _version_header(data, _VERSIONED_STATE_HEAD, f"tag-{TAG_VERSIONED_STATE} state")
+    return 1 if header is None else header[0]
+
+
+def _version_header(
+    data: bytes | bytearray | memoryview,
+    expected_head: bytes = _VERSIONED_PAYLOAD_HEAD,
+    what: str = f"tag-{TAG_VERSIONED_PAYLOAD} payload",
+) -> tuple[int, int] | None:
+    """``(version, offset of what follows)`` of a versioned payload (or, with the
+    state's head and tag, a versioned snapshot state); None for a plain one."""
+    if data[:4] != expected_head:
         return None
     head = bytes(data[4:13])
     info = head[0] if head else 0xFF
@@ -210,9 +227,8 @@ def _version_header(data: bytes | bytearray | memoryview) -> tuple[int, int] | N
     else:
         version, length = 0, 1
     if version < 1:
-        raise DeserializationError(
-            f"a tag-{TAG_VERSIONED_PAYLOAD} payload must be [version, fields], version >= 1"
-        )
+        content = "fields" if expected_head == _VERSIONED_PAYLOAD_HEAD else "state"
+        raise DeserializationError(f"a {what} must be [version, {content}], version >= 1")
     return version, 4 + length
 
 

@@ -75,6 +75,8 @@ slice costs one short transaction."""
 class Projection:
     """What a projection is: its name, its handler, the event types it wants.
 
+    ``event_types`` (None: all) are names of event types; a registered class's
+    aliases match too (see :meth:`EventRegistry.names_for`).
     ``handler(event, connection)`` applies one event; ``reset(connection)``
     (optional) clears the projection's own state before a rebuild. On
     PostgreSQL ``connection`` is the SQLAlchemy Connection of the transaction

@@ -193,7 +193,8 @@ class EventStore(Protocol):
     ) -> list[RecordedEvent]:
         """Events of every stream in feed order, strictly after ``after``.
 
-        At most ``limit`` events, only those of ``event_types`` (None: all) in
+        At most ``limit`` events, only those of ``event_types`` (None: all; a
+        registered class's aliases match too, see ``EventRegistry.names_for``) in
         streams whose id starts with ``stream_prefix`` (a plain prefix). Fewer
         than ``limit`` events means the reader has reached the visible end. On
         PostgreSQL an event becomes visible once every transaction older than

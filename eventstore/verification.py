@@ -26,7 +26,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
-import cbor2
 import psycopg
 from sqlalchemy.engine import URL, Engine
 
@@ -34,7 +33,7 @@ from eventstore import migrations
 from eventstore._engines import engine_for
 from eventstore._sql import EVENTS, SNAPSHOTS
 from eventstore._validation import check_int
-from eventstore.codec import TAG_VERSIONED_STATE, CborCodec, payload_version
+from eventstore.codec import CborCodec, payload_version, state_version
 from eventstore.errors import DeserializationError, SchemaError, ValidationError
 from eventstore.records import Position, VersionedState
 from eventstore.registry import EventRegistry
@@ -70,8 +69,6 @@ SELECT_SNAPSHOTS = f"SELECT stream_id, version, state_data FROM {SNAPSHOTS} ORDE
 STATEMENTS = (READ_ONLY_SNAPSHOT, COUNT_ROWS, SELECT_EVENTS, SELECT_SNAPSHOTS)
 """Every statement the check sends, in order."""
 
-_VERSIONED_STATE_HEAD = b"\xd9" + TAG_VERSIONED_STATE.to_bytes(2, "big") + b"\x82"
-"""How a snapshot state saved at a snapshot version starts: tag 62007, an array of two."""
 
 T = TypeVar("T")
 
@@ -420,15 +417,12 @@ def _reason(error: Exception) -> str:
 
 
 def _snapshot_version(data: bytes) -> int | None:
-    """The snapshot version in a state's first bytes: 1 for an untagged state, the
-    version of a tag-62007 ``[version, state]``, None when that is unreadable."""
-    if data[: len(_VERSIONED_STATE_HEAD)] != _VERSIONED_STATE_HEAD:
-        return 1
+    """The snapshot version in a state's first bytes (:func:`codec.state_version`),
+    None when its header is unreadable."""
     try:
-        version = cbor2.loads(data[len(_VERSIONED_STATE_HEAD) : len(_VERSIONED_STATE_HEAD) + 9])
-    except Exception:
+        return state_version(data)
+    except DeserializationError:
         return None
-    return version if type(version) is int and version >= 1 else None
 
 
 # -- reading ----------------------------------------------------------------------------

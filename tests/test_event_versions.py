@@ -711,3 +711,15 @@ def test_hostile_trees_of_the_version_tags_raise_only_deserialization_error(
     value: Any, event_type: str
 ) -> None:
     decode_every_way(CborCodec(hostile_registry()), event_type, cbor2.dumps(value))
+
+
+def test_state_version_reads_the_snapshot_version_from_the_first_bytes() -> None:
+    from eventstore.codec import CborCodec, state_version
+    from eventstore.records import VersionedState
+
+    codec = CborCodec()
+    assert state_version(codec.encode({"balance": 1})) == 1
+    assert state_version(codec.encode(VersionedState(3, {"balance": 1}))) == 3
+    assert state_version(codec.encode(VersionedState(70_000, []))) == 70_000
+    with pytest.raises(DeserializationError, match=r"\[version, state\], version >= 1"):
+        state_version(b"\xd9\xf2\x37\x82\x00")

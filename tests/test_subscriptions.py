@@ -416,6 +416,12 @@ def subscriber_store(
         yield store
     finally:
         store.close()
+        # The listening thread closes its connection soon after close(), not
+        # during it: wait, so that no test counts another test's connections.
+        _wait_for(
+            lambda: not _subscriber_pids(event_store, listening_only=False),
+            "the closed subscriber store's connections to end",
+        )
 
 
 @pytest.mark.parametrize("victims", ["listen-connection", "every-connection"])

@@ -35,11 +35,12 @@ LAYERS: list[set[str]] = [
         "erasure",
         "monitoring",
         "roles",
+        "bound",
     },
     # 5: operator tools
     {"transfer", "doctor", "verification", "_testdb"},
     # 6: integrations and the command line, and the package's own facade
-    {"cli", "pytest_plugin", "__init__"},
+    {"cli", "pytest_plugin", "integrations", "__init__"},
 ]
 
 

@@ -1,0 +1,1 @@
+"""Django migrations of the app: each runs the library's Alembic revisions up to one revision."""

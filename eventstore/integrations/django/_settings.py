@@ -53,8 +53,12 @@ class StoreSettings:
     @property
     def key(self) -> tuple[object, ...]:
         """What a store built from these settings depends on (the password included)."""
-        return (self.alias, self.url.render_as_string(hide_password=False), self.registry_path,
-                self.notify)
+        return (
+            self.alias,
+            self.url.render_as_string(hide_password=False),
+            self.registry_path,
+            self.notify,
+        )
 
     def registry(self) -> EventRegistry | None:
         """The registry ``REGISTRY`` names, imported; None when it is not set."""

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.db import connections
 
+from eventstore.bound import BoundEventStore
 from eventstore.integrations.django._settings import StoreSettings, store_settings
 from eventstore.postgres import PostgresEventStore
-if TYPE_CHECKING:
-    from eventstore.bound import BoundEventStore
 
 _lock = threading.Lock()
 _stores: dict[tuple[object, ...], BoundEventStore] = {}

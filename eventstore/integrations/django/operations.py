@@ -53,9 +53,11 @@ class UpgradeEventStore(Operation):  # type: ignore[misc]
         self.previous = previous
 
     def deconstruct(self) -> tuple[str, list[Any], dict[str, Any]]:
-        return (f"{__name__}.{type(self).__name__}", [], {
-            "revision": self.revision, "previous": self.previous
-        })
+        return (
+            f"{__name__}.{type(self).__name__}",
+            [],
+            {"revision": self.revision, "previous": self.previous},
+        )
 
     def state_forwards(self, app_label: str, state: Any) -> None:
         """No Django models change."""

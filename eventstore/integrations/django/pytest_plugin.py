@@ -23,15 +23,14 @@ test database (a pooled connection would keep it from being dropped).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
+from eventstore.bound import BoundEventStore
 from eventstore.integrations.django._stores import close_event_stores, get_event_store
+from eventstore.postgres import PostgresEventStore
 from eventstore.pytest_plugin import _empty_tables
-
-if TYPE_CHECKING:
-    from eventstore.bound import BoundEventStore
 
 
 @pytest.fixture(scope="session")
@@ -53,5 +52,6 @@ def django_committed_event_store(
 ) -> BoundEventStore:
     """The Django store for a test whose writes commit; its tables emptied first."""
     store = get_event_store()
+    assert isinstance(store.store, PostgresEventStore)
     _empty_tables(store.store.engine)
     return store

@@ -3,6 +3,8 @@ projection checkpoints and skipped events)."""
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 from django.db import migrations
 
 from eventstore.integrations.django.operations import UpgradeEventStore
@@ -10,5 +12,7 @@ from eventstore.integrations.django.operations import UpgradeEventStore
 
 class Migration(migrations.Migration):  # type: ignore[misc]
     initial = True
-    dependencies: list[tuple[str, str]] = []
-    operations = [UpgradeEventStore(revision="eventstore_0004", previous="base")]
+    dependencies: ClassVar[list[tuple[str, str]]] = []
+    operations: ClassVar[list[Any]] = [
+        UpgradeEventStore(revision="eventstore_0004", previous="base")
+    ]

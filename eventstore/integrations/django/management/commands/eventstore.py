@@ -35,7 +35,9 @@ class Command(BaseCommand):  # type: ignore[misc]
             help="The database alias (default: EVENTSTORE['DATABASE'], else 'default').",
         )
         parser.add_argument(
-            "argv", nargs=argparse.REMAINDER, metavar="SUBCOMMAND [ARGS]",
+            "argv",
+            nargs=argparse.REMAINDER,
+            metavar="SUBCOMMAND [ARGS]",
             help="The eventstore subcommand and its arguments (`manage.py eventstore` lists them).",
         )
 

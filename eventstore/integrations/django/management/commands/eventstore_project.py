@@ -27,14 +27,16 @@ class Command(BaseCommand):  # type: ignore[misc]
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("projection", help="'package.module:name' of an eventstore Projection")
         parser.add_argument(
-            "--database", default=None,
+            "--database",
+            default=None,
             help="The database alias (default: EVENTSTORE['DATABASE'], else 'default').",
         )
         parser.add_argument(
             "--once", action="store_true", help="Handle the events there now, then exit."
         )
         parser.add_argument(
-            "--reset", action="store_true",
+            "--reset",
+            action="store_true",
             help="Forget the checkpoint and clear the projection's state first (a rebuild).",
         )
         parser.add_argument("--batch-size", type=int, default=100)

@@ -295,6 +295,24 @@ def test_metadata_and_created_at_round_trip_through_djangos_connection(
         assert read.data == NoteWritten("m")
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="the store's cursor on a caller's psycopg connection keeps Django's timestamptz "
+    "loader, which drops the time zone (local wall time, naive) when USE_TZ is False",
+)
+@pytest.mark.django_db(transaction=True)
+def test_created_at_is_aware_when_django_does_not_use_time_zones(django_committed_event_store):
+    store = django_committed_event_store
+    before = datetime.datetime.now(datetime.timezone.utc)
+    with override_settings(USE_TZ=False, TIME_ZONE="America/Chicago"):
+        connection.close()  # the next connection gets Django's loaders for USE_TZ=False
+        store.append_events("naive-1", [NoteWritten("n")], expected_version=NO_STREAM)
+        (event,) = store.load_events("naive-1")
+        connection.close()
+    assert event.created_at.tzinfo is not None
+    assert abs(event.created_at - before) < datetime.timedelta(minutes=1)
+
+
 # -- projections and subscriptions: the committed feed ---------------------------------
 
 
@@ -405,7 +423,7 @@ def test_manage_py_check_reports_a_bad_setting():
     assert check_settings() == []
 '''
 
-INNER_TEST_COUNT = 26
+INNER_TEST_COUNT = 26  # and 1 xfailed
 
 MANAGE = '''
 import os
@@ -459,7 +477,7 @@ def test_the_django_project_tests_pass(scratch_database_url: str, tmp_path: Path
     result = _run(["-m", "pytest", "-q", "-p", "no:randomly"], tmp_path, scratch_database_url)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    assert f"{INNER_TEST_COUNT} passed" in output, output
+    assert f"{INNER_TEST_COUNT} passed, 1 xfailed" in output, output
 
 
 def test_manage_py_migrate_makes_the_store_and_doctor_passes(

@@ -138,6 +138,7 @@ def committed():
 INNER_TESTS = '''
 import contextlib
 import datetime
+import threading
 
 import pytest
 from django.core.management import call_command
@@ -258,6 +259,41 @@ def test_a_conflict_inside_atomic_leaves_the_block_usable(
         Note.objects.create(title="after")
         store.append_events("conflict-1", [NoteWritten("second")], expected_version=1)
     assert committed(EVENT_COUNT, "conflict-1") == [(2,)]
+    assert committed("SELECT title FROM notes_note ORDER BY id") == [("before",), ("after",)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_losing_a_race_inside_atomic_leaves_the_block_usable(
+    django_committed_event_store, committed
+):
+    """The append waits for a racing writer's uncommitted event, then fails on the
+    unique key: only the append's savepoint is rolled back, not Django's block."""
+    store = django_committed_event_store
+    appended, release = threading.Event(), threading.Event()
+
+    def racer():
+        with store.store.transaction() as racing:
+            store.store.append_events(
+                "race-1", [NoteWritten("racer")], expected_version=NO_STREAM, connection=racing
+            )
+            appended.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=racer)
+    thread.start()
+    assert appended.wait(10)
+    threading.Timer(0.5, release.set).start()
+    try:
+        with transaction.atomic():
+            Note.objects.create(title="before")
+            with pytest.raises(ConcurrencyError):
+                store.append_events("race-1", [NoteWritten("mine")], expected_version=NO_STREAM)
+            Note.objects.create(title="after")
+            store.append_events("race-1", [NoteWritten("mine")], expected_version=1)
+    finally:
+        release.set()
+        thread.join()
+    assert committed(EVENT_COUNT, "race-1") == [(2,)]
     assert committed("SELECT title FROM notes_note ORDER BY id") == [("before",), ("after",)]
 
 
@@ -423,7 +459,7 @@ def test_manage_py_check_reports_a_bad_setting():
     assert check_settings() == []
 '''
 
-INNER_TEST_COUNT = 26  # and 1 xfailed
+INNER_TEST_COUNT = 27  # and 1 xfailed
 
 MANAGE = '''
 import os
@@ -504,17 +540,25 @@ def test_manage_py_migrate_makes_the_store_and_doctor_passes(
         assert tables == (None,)
 
 
-def test_migrate_leaves_a_store_made_by_the_eventstore_command(
-    scratch_database_url: str, tmp_path: Path
+@pytest.mark.parametrize("recorded", [True, False], ids=["eventstore-migrate", "app-alembic"])
+def test_migrate_leaves_a_store_made_before_the_app_was_installed(
+    scratch_database_url: str, tmp_path: Path, recorded: bool
 ) -> None:
-    """A database migrated before the app was installed: Django records its migration."""
+    """Tables made by `eventstore migrate upgrade`, or by the application's own Alembic
+    history (the revision then recorded in the application's version table, not the
+    library's): Django records its migration and changes nothing."""
     from eventstore import migrations
 
     migrations.upgrade(scratch_database_url)
+    if not recorded:
+        with psycopg.connect(_libpq_url(scratch_database_url)) as database:
+            database.execute(f"DELETE FROM {migrations.VERSION_TABLE}")
     write_project(tmp_path)
     migrated = _run(["manage.py", "migrate", "eventstore"], tmp_path, scratch_database_url)
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
-    assert migrations.current(scratch_database_url) == migrations.head_revision()
+    assert "Applying eventstore.0001_eventstore_0004... OK" in migrated.stdout
+    expected = migrations.head_revision() if recorded else None
+    assert migrations.current(scratch_database_url) == expected
 
 
 def test_importing_eventstore_imports_no_web_framework() -> None:

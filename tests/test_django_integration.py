@@ -20,7 +20,7 @@ import pytest
 
 from eventstore.urls import normalize_url
 
-SETTINGS = '''
+SETTINGS = """
 import os
 from urllib.parse import urlsplit
 
@@ -46,9 +46,9 @@ DATABASES = {
 }
 EVENTSTORE = {"DATABASE": "default", "REGISTRY": "notes.events:registry"}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-'''
+"""
 
-MODELS = '''
+MODELS = """
 from django.db import models
 
 
@@ -59,9 +59,9 @@ class Note(models.Model):
 class Tally(models.Model):
     event_type = models.CharField(max_length=100, primary_key=True)
     count = models.IntegerField()
-'''
+"""
 
-MIGRATION = '''
+MIGRATION = """
 from django.db import migrations, models
 
 
@@ -84,7 +84,7 @@ class Migration(migrations.Migration):
             ],
         ),
     ]
-'''
+"""
 
 EVENTS = '''
 from dataclasses import dataclass
@@ -461,7 +461,7 @@ def test_manage_py_check_reports_a_bad_setting():
 
 INNER_TEST_COUNT = 27  # and 1 xfailed
 
-MANAGE = '''
+MANAGE = """
 import os
 import sys
 
@@ -469,7 +469,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "proj.settings")
 from django.core.management import execute_from_command_line
 
 execute_from_command_line(sys.argv)
-'''
+"""
 
 
 def write_project(root: Path) -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from eventstore import EventStore, Repository
-
 from orders.events import OrderCancelled, OrderPaid, OrderPlaced
 
 
-class OrderRejected(Exception):
+class OrderRejectedError(Exception):
     """A command the order's current state does not allow."""
 
 
@@ -38,11 +37,13 @@ def stream(order_id: str) -> str:
     return f"order-{order_id}"
 
 
-def place(store: EventStore, order_id: str, customer: str, total_cents: int) -> tuple[OrderState, int]:
+def place(
+    store: EventStore, order_id: str, customer: str, total_cents: int
+) -> tuple[OrderState, int]:
     orders = repository(store)
     state, version = orders.load(stream(order_id))
     if state.status != "new":
-        raise OrderRejected(f"order {order_id} exists")
+        raise OrderRejectedError(f"order {order_id} exists")
     return orders.append(
         stream(order_id),
         [OrderPlaced(order_id, customer, total_cents)],
@@ -55,8 +56,10 @@ def pay(store: EventStore, order_id: str) -> tuple[OrderState, int]:
     orders = repository(store)
     state, version = orders.load(stream(order_id))  # sees an append earlier in the block
     if state.status != "placed":
-        raise OrderRejected(f"order {order_id} is {state.status}, not placed")
-    return orders.append(stream(order_id), [OrderPaid(order_id)], state=state, expected_version=version)
+        raise OrderRejectedError(f"order {order_id} is {state.status}, not placed")
+    return orders.append(
+        stream(order_id), [OrderPaid(order_id)], state=state, expected_version=version
+    )
 
 
 def cancel(
@@ -65,9 +68,9 @@ def cancel(
     """Cancel the order as the client last saw it (``expected_version``): a change
     since then is a ConcurrencyError."""
     orders = repository(store)
-    state, version = orders.load(stream(order_id))
+    state, _ = orders.load(stream(order_id))
     if state.status not in ("placed", "paid"):
-        raise OrderRejected(f"order {order_id} is {state.status}")
+        raise OrderRejectedError(f"order {order_id} is {state.status}")
     return orders.append(
         stream(order_id),
         [OrderCancelled(order_id, reason)],

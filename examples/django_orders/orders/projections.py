@@ -18,7 +18,8 @@ def count_order(event: RecordedEvent, connection: Any) -> None:
     connection.exec_driver_sql(
         f"INSERT INTO {TABLE} (customer, orders, total_cents) "
         "VALUES (%(customer)s, 1, %(total)s) ON CONFLICT (customer) DO UPDATE "
-        f"SET orders = {TABLE}.orders + 1, total_cents = {TABLE}.total_cents + excluded.total_cents",
+        f"SET orders = {TABLE}.orders + 1, "
+        f"total_cents = {TABLE}.total_cents + excluded.total_cents",
         {"customer": event.data.customer, "total": event.data.total_cents},
     )
 

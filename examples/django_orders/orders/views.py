@@ -12,7 +12,6 @@ from django.views.decorators.http import require_GET, require_POST
 
 from eventstore import ConcurrencyError
 from eventstore.integrations.django import get_event_store
-
 from orders import domain
 from orders.models import Order
 
@@ -56,7 +55,7 @@ def place_order(request: HttpRequest) -> JsonResponse:
                 version=version,
             )
             notify_warehouse(order)
-    except (ConcurrencyError, domain.OrderRejected) as error:
+    except (ConcurrencyError, domain.OrderRejectedError) as error:
         return conflict(error)
     return JsonResponse(as_json(order), status=201)
 
@@ -72,11 +71,11 @@ def cancel_order(request: HttpRequest, order_id: str) -> JsonResponse:
             order = get_object_or_404(Order.objects.select_for_update(), pk=order_id)
             order.status = "cancelled"
             order.save()  # the row first: a conflict on the append must take it back too
-            state, order.version = domain.cancel(
+            _, order.version = domain.cancel(
                 store, order_id, body.get("reason", ""), int(body["expected_version"])
             )
             order.save(update_fields=["version"])
-    except (ConcurrencyError, domain.OrderRejected) as error:
+    except (ConcurrencyError, domain.OrderRejectedError) as error:
         return conflict(error)
     return JsonResponse(as_json(order))
 

@@ -30,8 +30,10 @@ def manage(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
 def test_migrate_on_a_fresh_database_then_doctor_passes() -> None:
     default = settings.DATABASES["default"]
     server = {
-        "user": default["USER"], "password": default["PASSWORD"],
-        "host": default["HOST"], "port": default["PORT"],
+        "user": default["USER"],
+        "password": default["PASSWORD"],
+        "host": default["HOST"],
+        "port": default["PORT"],
     }
     name = f"django_orders_fresh_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(dbname="postgres", autocommit=True, **server) as admin:

@@ -1,11 +1,13 @@
+from typing import Any, ClassVar
+
 from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
     initial = True
     # The store's tables come with the eventstore app's migration.
-    dependencies = [("eventstore", "0001_eventstore_0004")]
-    operations = [
+    dependencies: ClassVar[list[tuple[str, str]]] = [("eventstore", "0001_eventstore_0004")]
+    operations: ClassVar[list[Any]] = [
         migrations.CreateModel(
             name="Order",
             fields=[

@@ -32,3 +32,4 @@ def test_the_django_orders_example_passes_its_tests(scratch_database_url: str) -
     assert result.returncode == 0, result.stdout + result.stderr
     assert " passed" in result.stdout, result.stdout
     assert "skipped" not in result.stdout, result.stdout
+    assert "warning" not in result.stdout, result.stdout  # e.g. the test database not dropped

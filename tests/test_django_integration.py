@@ -22,7 +22,7 @@ from eventstore.urls import normalize_url
 
 SETTINGS = """
 import os
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 _url = urlsplit(os.environ["DJANGO_DATABASE_URL"])
 SECRET_KEY = "not a secret"
@@ -39,8 +39,8 @@ DATABASES = {
         "NAME": _url.path.lstrip("/"),
         "USER": _url.username or "",
         "PASSWORD": _url.password or "",
-        "HOST": _url.hostname or "",
-        "PORT": _url.port or "",
+        "HOST": _url.hostname or parse_qs(_url.query).get("host", [""])[0],
+        "PORT": _url.port or parse_qs(_url.query).get("port", [""])[0],
     },
     "lite": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
 }

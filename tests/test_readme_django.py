@@ -25,7 +25,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 BASE_SETTINGS = """
 import os
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 _url = urlsplit(os.environ["DATABASE_URL"])
 SECRET_KEY = "not a secret"
@@ -39,8 +39,8 @@ DATABASES = {
         "NAME": _url.path.lstrip("/"),
         "USER": _url.username or "",
         "PASSWORD": _url.password or "",
-        "HOST": _url.hostname or "",
-        "PORT": _url.port or "",
+        "HOST": _url.hostname or parse_qs(_url.query).get("host", [""])[0],
+        "PORT": _url.port or parse_qs(_url.query).get("port", [""])[0],
     }
 }
 """

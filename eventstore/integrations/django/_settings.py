@@ -128,7 +128,8 @@ def check_alias(alias: object) -> Any:
 def database_url(alias: str) -> URL:
     """The ``postgresql+psycopg://`` URL of ``DATABASES[alias]`` as it is now (a test
     run switches ``NAME`` to the test database): NAME, USER, PASSWORD, HOST, PORT,
-    and the ``OPTIONS`` libpq takes (``sslmode``, ``service``, ...)."""
+    and the ``OPTIONS`` libpq takes (``sslmode``, ``service``, ...). A ``HOST`` that is
+    a unix socket directory goes into the query (``?host=/run/postgresql``)."""
     connection = check_alias(alias)
     given = connection.settings_dict
     options = given.get("OPTIONS") or {}
@@ -137,13 +138,20 @@ def database_url(alias: str) -> URL:
         for name, value in options.items()
         if name not in _DJANGO_ONLY_OPTIONS and isinstance(value, (str, int))
     }
-    port = given.get("PORT")
+    host, port = given.get("HOST") or None, given.get("PORT") or None
+    if host is not None and str(host).startswith("/"):
+        # A unix socket directory cannot be a URL's host: libpq takes it as an option.
+        query["host"] = str(host)
+        host = None
+        if port is not None:
+            query["port"] = str(port)
+            port = None
     return URL.create(
         "postgresql+psycopg",
         username=given.get("USER") or None,
         password=given.get("PASSWORD") or None,
-        host=given.get("HOST") or None,
-        port=int(port) if port else None,
+        host=host,
+        port=int(port) if port is not None else None,
         database=given.get("NAME") or ("postgres" if given.get("NAME") is None else None),
         query=query,
     )

@@ -24,6 +24,7 @@ from sqlalchemy.orm import sessionmaker as make_sessions
 from eventstore import (
     BoundEventStore,
     ConcurrencyError,
+    DatabaseUnavailableError,
     EventStoreError,
     InMemoryEventStore,
     NewEvent,
@@ -180,6 +181,34 @@ def test_repository_load_in_the_same_request_sees_the_first_command(
     repo.append("cart-1", [noted(2)], state=state, expected_version=version, connection=session)
     session.commit()
     assert repo.load("cart-1") == ([1, 2], 2)
+
+
+def test_an_iterator_outliving_its_session_transaction_says_so(
+    event_store: PostgresEventStore, session: Any
+) -> None:
+    event_store.append_events("s", [noted(n) for n in range(1, 4)], expected_version=0)
+    pages = event_store.iter_events("s", batch_size=1, connection=session)
+    assert next(pages).version == 1
+    session.commit()  # the transaction the iterator reads through has ended
+    with pytest.raises(ValidationError, match="has ended"):
+        next(pages)
+
+
+def test_a_session_whose_connection_the_server_ended_gets_the_library_error(
+    event_store: PostgresEventStore, session: Any
+) -> None:
+    event_store.append_events("s", [noted(1)], expected_version=0, connection=session)
+    pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    with event_store.engine.connect() as admin:
+        admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        admin.commit()
+    with pytest.raises(DatabaseUnavailableError):
+        event_store.append_events("s", [noted(2)], expected_version=1, connection=session)
+    session.rollback()
+    assert event_store.stream_version("s") == 0
+    event_store.append_events("s", [noted(1)], expected_version=0, connection=session)
+    session.commit()  # the session goes on with a new connection
+    assert event_store.stream_version("s") == 1
 
 
 @pytest.mark.parametrize("isolation", ["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"])
@@ -342,7 +371,7 @@ def test_a_psycopg_connection_ended_by_the_server_gives_the_library_error(
     with event_store.engine.connect() as admin:
         admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
         admin.commit()
-    with pytest.raises(EventStoreError):
+    with pytest.raises(DatabaseUnavailableError):
         event_store.append_events("s", [noted(1)], expected_version=0, connection=driver)
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, scop
 from sqlalchemy.orm import sessionmaker as make_sessions
 
 from eventstore import (
+    ANY,
     BoundEventStore,
     ConcurrencyError,
     DatabaseUnavailableError,
@@ -209,6 +210,23 @@ def test_a_session_whose_connection_the_server_ended_gets_the_library_error(
     event_store.append_events("s", [noted(1)], expected_version=0, connection=session)
     session.commit()  # the session goes on with a new connection
     assert event_store.stream_version("s") == 1
+
+
+def test_repository_any_inside_a_unit_of_work_needs_no_second_connection(
+    eventstore_database_url: str, event_store: PostgresEventStore
+) -> None:
+    """``append(ANY)`` inside a transaction loads the snapshot through it too (it
+    used to take a second pooled connection: on a pool of one, a timeout)."""
+    event_store.append_events("s", [noted(1)], expected_version=0)
+    event_store.save_snapshot("s", 1, [1])
+    with PostgresEventStore.from_url(
+        eventstore_database_url, pool_size=1, max_overflow=0, pool_timeout=1
+    ) as small:
+        repo: Repository[list[int]] = Repository(small, list, lambda s, e: [*s, e.data["n"]])
+        with small.transaction() as unit:
+            assert repo.append("s", [noted(2)], state=[], expected_version=ANY, connection=unit)
+            assert repo.load("s", connection=unit) == ([1, 2], 2)
+    assert event_store.stream_version("s") == 2
 
 
 @pytest.mark.parametrize("isolation", ["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"])

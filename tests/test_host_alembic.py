@@ -354,14 +354,14 @@ def test_flask_db_migrate_refuses_to_write_into_the_librarys_folder(
 
     flask(
         host, empty_database, "migrate", "-m", "orders",
-        "--head", "base", "--branch-label", "shop", "--version-path", str(versions),
+        "--head", "base", "--branch-label", "myapp", "--version-path", "migrations/versions",
     )  # fmt: skip
     (written,) = versions.glob("*.py")
     revision = written.read_text()
     assert_no_store_name(revision)
     assert "op.create_table('orders'" in revision
     flask(host, empty_database, "upgrade", "heads")
-    flask(host, empty_database, "migrate", "-m", "more", "--head", "shop@head")
+    flask(host, empty_database, "migrate", "-m", "more", "--head", "myapp@head")
     assert len(list(versions.glob("*.py"))) == 2
 
 

@@ -6,6 +6,7 @@ payloads are CBOR, metadata is JSONB, the schema is owned by Alembic.
 
 from __future__ import annotations
 
+from eventstore.bound import BoundEventStore
 from eventstore.codec import CborCodec
 from eventstore.errors import (
     AppendOutcomeUnknownError,
@@ -56,6 +57,7 @@ __all__ = [
     "STREAM_EXISTS",
     "AppendOutcomeUnknownError",
     "AuthenticationError",
+    "BoundEventStore",
     "CborCodec",
     "ConcurrencyError",
     "DatabaseNotFoundError",

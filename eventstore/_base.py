@@ -30,6 +30,7 @@ from eventstore._validation import (
     encode_batch,
     expected_bounds,
 )
+from eventstore.bound import BoundEventStore
 from eventstore.codec import CborCodec
 from eventstore.errors import DeserializationError, ValidationError
 from eventstore.feed import (
@@ -116,15 +117,17 @@ class BaseEventStore(Closing, EventStore, ABC):
         from_version: int = 1,
         to_version: int | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        connection: Any = None,
     ) -> Iterator[RecordedEvent]:
         self.lifecycle.check_open()
         check_identifier(stream_id, "stream_id")
         low, high = check_range(from_version, to_version)
         check_int(batch_size, "batch_size", minimum=1)
+        caller = self._caller(connection)
 
         def load_page(lo: int, hi: int, n: int) -> Sequence[StoredEventRow]:
             self.lifecycle.check_open()
-            return self._load_rows(stream_id, lo, hi, n, None)
+            return self._load_rows(stream_id, lo, hi, n, caller)
 
         return paginate(
             load_page,
@@ -134,10 +137,10 @@ class BaseEventStore(Closing, EventStore, ABC):
             batch_size,
         )
 
-    def stream_version(self, stream_id: str) -> int:
+    def stream_version(self, stream_id: str, *, connection: Any = None) -> int:
         self.lifecycle.check_open()
         check_identifier(stream_id, "stream_id")
-        return self._stream_version(stream_id, None)
+        return self._stream_version(stream_id, connection)
 
     def save_snapshot(
         self, stream_id: str, version: int, state: Any, connection: Any = None
@@ -155,10 +158,10 @@ class BaseEventStore(Closing, EventStore, ABC):
             )
         return written
 
-    def load_snapshot(self, stream_id: str) -> Snapshot | None:
+    def load_snapshot(self, stream_id: str, *, connection: Any = None) -> Snapshot | None:
         self.lifecycle.check_open()
         check_identifier(stream_id, "stream_id")
-        stored = self._load_snapshot(stream_id)
+        stored = self._load_snapshot(stream_id, connection)
         if stored is None:
             return None
         version, state_data, created_at = stored
@@ -173,6 +176,9 @@ class BaseEventStore(Closing, EventStore, ABC):
     @abstractmethod
     def transaction(self) -> AbstractContextManager[Any]: ...
 
+    def bind(self, connection: Any) -> BoundEventStore:
+        return BoundEventStore(self, connection)
+
     # -- the global feed --------------------------------------------------------------
 
     def feed_head(self) -> Position | None:
@@ -186,12 +192,13 @@ class BaseEventStore(Closing, EventStore, ABC):
         limit: int = DEFAULT_BATCH_SIZE,
         event_types: Iterable[str] | None = None,
         stream_prefix: str | None = None,
+        connection: Any = None,
     ) -> list[RecordedEvent]:
         self.lifecycle.check_open()
         start = check_after(after)
         check_int(limit, "limit", minimum=1)
         types, prefix = self._feed_filter(event_types, stream_prefix)
-        rows, _ = self._feed_rows(start, limit, types, prefix, None)
+        rows, _ = self._feed_rows(start, limit, types, prefix, connection)
         events, undecodable = self._decoded(rows)
         if undecodable is not None and not events:
             raise undecodable.error
@@ -204,12 +211,14 @@ class BaseEventStore(Closing, EventStore, ABC):
         batch_size: int = DEFAULT_BATCH_SIZE,
         event_types: Iterable[str] | None = None,
         stream_prefix: str | None = None,
+        connection: Any = None,
     ) -> Iterator[RecordedEvent]:
         self.lifecycle.check_open()
         start = check_after(after)
         check_int(batch_size, "batch_size", minimum=1)
         types, prefix = self._feed_filter(event_types, stream_prefix)
-        return page_through(self._feed_reader(types, prefix), start, batch_size)
+        reader = self._feed_reader(types, prefix, self._caller(connection))
+        return page_through(reader, start, batch_size)
 
     def subscribe(
         self,
@@ -242,10 +251,12 @@ class BaseEventStore(Closing, EventStore, ABC):
         types, prefix = check_feed_filter(event_types, stream_prefix)
         return self.registry.expand_names(types), prefix
 
-    def _feed_reader(self, types: list[str] | None, prefix: str | None) -> ReadPage:
+    def _feed_reader(
+        self, types: list[str] | None, prefix: str | None, connection: Any = None
+    ) -> ReadPage:
         def read_page(after: Position | None, limit: int) -> FeedPage:
             self.lifecycle.check_open()
-            return self._feed_page(after, limit, types, prefix, None)
+            return self._feed_page(after, limit, types, prefix, connection)
 
         return read_page
 
@@ -322,6 +333,17 @@ class BaseEventStore(Closing, EventStore, ABC):
     # -- the storage primitives a backend implements ---------------------------------
 
     @abstractmethod
+    def _caller(self, connection: Any) -> Any:
+        """``connection`` checked (and joined) as the caller's unit of work, for a
+        lazy read that uses it later; None for None. Raises ValidationError for
+        what this backend cannot join."""
+
+    @abstractmethod
+    def _nested(self, connection: Any) -> AbstractContextManager[Any]:
+        """A savepoint in the caller's unit of work ``connection``, yielding it:
+        what is written in the block is kept when it ends, undone when it raises."""
+
+    @abstractmethod
     def _append(
         self,
         stream_id: str,
@@ -385,8 +407,9 @@ class BaseEventStore(Closing, EventStore, ABC):
         ``version`` or newer exists; return ``(written, head)``."""
 
     @abstractmethod
-    def _load_snapshot(self, stream_id: str) -> tuple[int, bytes, datetime] | None:
-        """The stored ``(version, state, created_at)``, or None."""
+    def _load_snapshot(self, stream_id: str, connection: Any) -> tuple[int, bytes, datetime] | None:
+        """The stored ``(version, state, created_at)`` as seen through ``connection``
+        when given (its own saves and deletes), or None."""
 
     @abstractmethod
     def _delete_snapshot(self, stream_id: str, connection: Any) -> bool:

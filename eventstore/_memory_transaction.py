@@ -48,6 +48,8 @@ class MemoryTransaction:
         """Staged events, in the order they were appended."""
         self.heads: dict[str, int] = {}
         """Each stream it appended to, at the version its staged events reach."""
+        self.reserved: set[str] = set()
+        """Each stream it holds in :class:`Reservations` (kept after a savepoint's undo)."""
         self.snapshots: dict[str, tuple[int, bytes]] = {}
         """Staged snapshots: ``(version, state)`` by stream."""
         self.deleted_snapshots: set[str] = set()
@@ -66,6 +68,22 @@ class MemoryTransaction:
             self.events.append(StagedEvent(stream_id, head + offset, event, now))
         self.heads[stream_id] = head + len(batch)
         return head + len(batch)
+
+    def mark(self) -> tuple[int, dict[str, int], dict[str, tuple[int, bytes]], set[str]]:
+        """What :meth:`undo_to` needs to drop everything staged after now (a savepoint)."""
+        return len(self.events), dict(self.heads), dict(self.snapshots), set(self.deleted_snapshots)
+
+    def undo_to(
+        self, mark: tuple[int, dict[str, int], dict[str, tuple[int, bytes]], set[str]]
+    ) -> None:
+        """Drop what was staged after ``mark`` was taken (streams reserved since stay
+        reserved until the unit of work ends, as PostgreSQL keeps row locks a
+        rolled-back savepoint took)."""
+        count, heads, snapshots, deleted = mark
+        del self.events[count:]
+        self.heads = heads
+        self.snapshots = snapshots
+        self.deleted_snapshots = deleted
 
     def staged(self, stream_id: str, low: int, high: int) -> list[StagedEvent]:
         """The staged events of ``stream_id`` with versions ``low..high``, oldest first."""
@@ -122,10 +140,11 @@ class Reservations:
     def hold(self, stream_id: str, unit: MemoryTransaction) -> None:
         """Reserve ``stream_id`` for ``unit`` until :meth:`release`."""
         self._holders[stream_id] = unit
+        unit.reserved.add(stream_id)
 
     def release(self, unit: MemoryTransaction) -> None:
         """Free every stream ``unit`` holds and wake their waiters."""
-        for stream_id in unit.heads:
+        for stream_id in unit.reserved:
             if self._holders.get(stream_id) is unit:
                 del self._holders[stream_id]
         self._released.notify_all()

@@ -179,6 +179,25 @@ class InMemoryEventStore(BaseEventStore):
             unit.open = False
             self._reservations.release(unit)
 
+    def _caller(self, connection: Any) -> MemoryTransaction | None:
+        with self._lock:
+            return self._unit_of(connection)
+
+    @contextmanager
+    def _nested(self, connection: Any) -> Iterator[MemoryTransaction]:
+        with self._lock:
+            unit = self._unit_of(connection)
+            if unit is None:
+                raise ValidationError("a savepoint needs a unit of work: pass connection=")
+            mark = unit.mark()
+        try:
+            yield unit
+        except BaseException:
+            with self._lock:
+                if unit.open:
+                    unit.undo_to(mark)
+            raise
+
     def _unit_of(self, connection: Any) -> MemoryTransaction | None:
         """The open unit of work of this store that ``connection`` is, or None for
         None; raise ValidationError for anything else. Called with the lock held."""
@@ -187,7 +206,9 @@ class InMemoryEventStore(BaseEventStore):
         if type(connection) is not MemoryTransaction:
             raise ValidationError(
                 "connection must be None or the unit of work this store's "
-                f"store.transaction() yields, not {type(connection).__name__}"
+                f"store.transaction() yields, not {type(connection).__name__} (the in-memory "
+                "store joins no database transaction: a SQLAlchemy Session or Connection is "
+                "for PostgresEventStore)"
             )
         if connection.store is not self:
             raise ValidationError(
@@ -240,8 +261,15 @@ class InMemoryEventStore(BaseEventStore):
                 self._snapshots[stream_id] = (version, state, datetime.now(timezone.utc))
             return True, head
 
-    def _load_snapshot(self, stream_id: str) -> tuple[int, bytes, datetime] | None:
+    def _load_snapshot(self, stream_id: str, connection: Any) -> tuple[int, bytes, datetime] | None:
         with self._lock:
+            unit = self._unit_of(connection)
+            if unit is not None:
+                if stream_id in unit.snapshots:
+                    version, state = unit.snapshots[stream_id]
+                    return version, state, datetime.now(timezone.utc)
+                if stream_id in unit.deleted_snapshots:
+                    return None
             return self._snapshots.get(stream_id)
 
     def _delete_snapshot(self, stream_id: str, connection: Any) -> bool:
@@ -278,6 +306,7 @@ class InMemoryEventStore(BaseEventStore):
         wanted = None if event_types is None else set(event_types)
         selected: list[_StoredEvent] = []
         with self._lock:
+            self._unit_of(connection)  # checked; the feed shows committed events only
             start = (
                 0
                 if after is None

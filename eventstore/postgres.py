@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import datetime
 from typing import Any
 
@@ -32,13 +32,20 @@ import psycopg.errors
 import sqlalchemy.exc
 from psycopg.types.numeric import Int8
 from sqlalchemy import create_engine
-from sqlalchemy.engine import URL, Connection, CursorResult, Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.engine import URL, Connection, Engine
 
 from eventstore._backend import ProjectionSession, SkippedEvent
 from eventstore._base import BaseEventStore
 from eventstore._engines import check_engine, invalidate_generation
 from eventstore._listen import Listener, ListenWaiter
+from eventstore._pg_caller import (
+    Joined,
+    execute,
+    in_autocommit,
+    join,
+    nested,
+    reads_from_a_snapshot,
+)
 from eventstore._pg_projections import PostgresProjectionSession
 from eventstore._sql import (
     APPEND,
@@ -223,6 +230,13 @@ class PostgresEventStore(BaseEventStore):
 
     # -- storage primitives ---------------------------------------------------------
 
+    def _caller(self, connection: object) -> Joined | None:
+        return _join(connection)
+
+    def _nested(self, connection: object) -> AbstractContextManager[Any]:
+        with translated_errors(connecting=True):
+            return nested(connection)
+
     def _append(
         self,
         stream_id: str,
@@ -230,7 +244,7 @@ class PostgresEventStore(BaseEventStore):
         expected_version: ExpectedVersion,
         lowest: int,
         highest: int,
-        connection: Connection | None,
+        connection: object,
     ) -> int:
         """See :meth:`BaseEventStore._append`. Inside the caller's transaction a
         conflict leaves that transaction usable (the append's savepoint is rolled
@@ -238,6 +252,7 @@ class PostgresEventStore(BaseEventStore):
         READ, SERIALIZABLE), is a ConcurrencyError whose ``detail`` says to roll
         back and retry the whole transaction, and whose ``actual`` is the
         stream's committed version."""
+        caller = _join(connection)
         params: dict[str, Any] = {
             "stream_id": stream_id,
             "lowest": Int8(lowest),
@@ -249,36 +264,36 @@ class PostgresEventStore(BaseEventStore):
         else:
             statement = self._append_many
             params.update(types=batch.event_types, data=batch.data, metadata=batch.metadata)
-        if connection is not None and _reads_from_a_snapshot(connection):
+        if caller is not None and reads_from_a_snapshot(caller):
             statement = IN_TRANSACTION[statement]
         for _ in range(_ANY_RETRIES):
             try:
                 new_version, head, in_order, _ = self._execute(
-                    statement, params, connection, savepoint=True
+                    statement, params, caller, savepoint=True
                 )[0]
             except psycopg.errors.UniqueViolation:
                 # A racing writer committed the same versions first; our statement
                 # wrote nothing. With ANY, try again on top of the new head (unless
                 # the transaction's snapshot cannot see it: then that cannot help).
-                conflict = self._conflict(stream_id, expected_version, connection)
+                conflict = self._conflict(stream_id, expected_version, caller)
                 if expected_version is StreamState.ANY and conflict.detail is None:
                     continue
                 raise conflict from None
             except TransactionConflictError as failure:
                 # A serialization failure or a deadlock wrote nothing. In autocommit
                 # the statement is its own transaction: simply run it again.
-                if connection is None:
+                if caller is None:
                     continue
                 raise self._conflict(
-                    stream_id, expected_version, connection, detail=_rollback_detail(failure)
+                    stream_id, expected_version, caller, detail=_rollback_detail(failure)
                 ) from failure.__cause__
             if new_version is not None:
                 return int(new_version)
             if in_order or not lowest <= head <= highest:
-                if connection is None:
+                if caller is None:
                     raise ConcurrencyError(stream_id, expected_version, head)
-                raise self._conflict(stream_id, expected_version, connection)
-            if connection is None:
+                raise self._conflict(stream_id, expected_version, caller)
+            if caller is None:
                 continue  # a new autocommit transaction draws a newer id
             raise TransactionConflictError.for_stream(
                 stream_id,
@@ -287,13 +302,13 @@ class PostgresEventStore(BaseEventStore):
                 "a transaction newer than yours appended to this stream after yours "
                 "began writing; roll back and retry the whole transaction",
             )
-        raise self._conflict(stream_id, expected_version, connection)
+        raise self._conflict(stream_id, expected_version, caller)
 
     def _conflict(
         self,
         stream_id: str,
         expected: Any,
-        connection: Connection | None,
+        connection: object,
         *,
         detail: str | None = None,
     ) -> ConcurrencyError:
@@ -304,12 +319,13 @@ class PostgresEventStore(BaseEventStore):
         ``actual`` is the committed version (read outside the transaction) and
         ``detail`` says the snapshot is stale, unless a ``detail`` is given.
         """
-        if connection is None:
+        caller = _join(connection)
+        if caller is None:
             actual = self._stream_version(stream_id, None)
         else:
-            seen, isolation = self._execute(
-                HEAD_IN_TRANSACTION, {"stream_id": stream_id}, connection
-            )[0]
+            seen, isolation = self._execute(HEAD_IN_TRANSACTION, {"stream_id": stream_id}, caller)[
+                0
+            ]
             actual = int(seen)
             if isolation in _SNAPSHOT_ISOLATION:
                 committed = self._stream_version(stream_id, None)
@@ -321,56 +337,58 @@ class PostgresEventStore(BaseEventStore):
         return TransactionConflictError.for_stream(stream_id, expected, actual, detail)
 
     def _load_rows(
-        self, stream_id: str, low: int, high: int, limit: int | None, connection: Connection | None
+        self, stream_id: str, low: int, high: int, limit: int | None, connection: object
     ) -> list[Row]:
+        caller = _join(connection)
         params = {
             "stream_id": stream_id,
             "low": Int8(low),
             "high": Int8(high),
             "limit": None if limit is None else Int8(limit),
         }
-        return self._execute(LOAD_STREAM, params, connection)
+        return self._execute(LOAD_STREAM, params, caller)
 
-    def _stream_version(self, stream_id: str, connection: Connection | None) -> int:
-        return int(self._execute(STREAM_VERSION, {"stream_id": stream_id}, connection)[0][0])
+    def _stream_version(self, stream_id: str, connection: object) -> int:
+        caller = _join(connection)
+        return int(self._execute(STREAM_VERSION, {"stream_id": stream_id}, caller)[0][0])
 
     def _save_snapshot(
-        self, stream_id: str, version: int, state: bytes, connection: Connection | None
+        self, stream_id: str, version: int, state: bytes, connection: object
     ) -> tuple[bool, int]:
         """See :meth:`BaseEventStore._save_snapshot`. Inside the caller's
         transaction: in a savepoint (a failure leaves the transaction usable),
         the head row locked, and a serialization failure or deadlock raised as
         the ConcurrencyError an append would raise (``expected`` is ``version``)."""
+        caller = _join(connection)
         params = {"stream_id": stream_id, "version": Int8(version), "state": state}
         # Inside the caller's transaction, in a savepoint: a failed save (a snapshot
         # is a cache) leaves that transaction usable. (Without one, no savepoint:
         # ``_execute`` would take the statement for an append.)
-        if connection is None:
+        if caller is None:
             written, head = self._execute(SAVE_SNAPSHOT, params, None)[0]
             return bool(written), int(head)
-        statement = (
-            SAVE_SNAPSHOT_IN_TRANSACTION if _reads_from_a_snapshot(connection) else SAVE_SNAPSHOT
-        )
+        statement = SAVE_SNAPSHOT_IN_TRANSACTION if reads_from_a_snapshot(caller) else SAVE_SNAPSHOT
         try:
-            written, head = self._execute(statement, params, connection, savepoint=True)[0]
+            written, head = self._execute(statement, params, caller, savepoint=True)[0]
         except TransactionConflictError as failure:
             raise self._conflict(
-                stream_id, version, connection, detail=_rollback_detail(failure)
+                stream_id, version, caller, detail=_rollback_detail(failure)
             ) from failure.__cause__
         return bool(written), int(head)
 
-    def _load_snapshot(self, stream_id: str) -> tuple[int, bytes, datetime] | None:
-        rows = self._execute(LOAD_SNAPSHOT, {"stream_id": stream_id}, None)
+    def _load_snapshot(
+        self, stream_id: str, connection: object
+    ) -> tuple[int, bytes, datetime] | None:
+        rows = self._execute(LOAD_SNAPSHOT, {"stream_id": stream_id}, _join(connection))
         return None if not rows else (rows[0][0], rows[0][1], rows[0][2])
 
-    def _delete_snapshot(self, stream_id: str, connection: Connection | None) -> bool:
+    def _delete_snapshot(self, stream_id: str, connection: object) -> bool:
         """See :meth:`BaseEventStore._delete_snapshot`. Inside the caller's
         transaction, in a savepoint: a failure leaves that transaction usable."""
+        caller = _join(connection)
         params = {"stream_id": stream_id}
-        # (Without a connection, no savepoint: ``_execute`` would take it for an append.)
-        return bool(
-            self._execute(DISCARD_SNAPSHOT, params, connection, savepoint=connection is not None)
-        )
+        # (Without a caller, no savepoint: ``_execute`` would take it for an append.)
+        return bool(self._execute(DISCARD_SNAPSHOT, params, caller, savepoint=caller is not None))
 
     def _feed_rows(
         self,
@@ -378,8 +396,9 @@ class PostgresEventStore(BaseEventStore):
         limit: int,
         event_types: list[str] | None,
         stream_prefix: str | None,
-        connection: Connection | None,
+        connection: object,
     ) -> tuple[list[Row], Position | None]:
+        caller = _join(connection)
         params = {
             "after_xid": "0" if after is None else str(after.transaction_id),
             "after_position": Int8(0 if after is None else after.sequence),
@@ -388,8 +407,8 @@ class PostgresEventStore(BaseEventStore):
             "limit": Int8(limit),
         }
         if event_types is None and stream_prefix is None:
-            return self._execute(READ_ALL, params, connection), None
-        rows = self._execute(READ_ALL_TO_END, params, connection)
+            return self._execute(READ_ALL, params, caller), None
+        rows = self._execute(READ_ALL_TO_END, params, caller)
         page = [row[:-2] for row in rows if row[0] is not None]
         if not rows or len(page) == limit:
             return page, None
@@ -459,16 +478,17 @@ class PostgresEventStore(BaseEventStore):
         self,
         sql: str,
         params: dict[str, Any],
-        connection: Connection | None,
+        connection: Joined | None,
         *,
         savepoint: bool = False,
     ) -> list[Row]:
         """Run one statement and return its rows.
 
         Without ``connection``: prepared, in autocommit, on a pooled driver
-        connection (one round trip). With it: inside the caller's transaction,
-        in a savepoint when asked (appends do). Operational failures come out as
-        the library's errors (see ``_translate``); others as psycopg raised them.
+        connection (one round trip). With it (already :func:`join`-ed): inside the
+        caller's transaction, in a savepoint when asked (appends do). Operational
+        failures come out as the library's errors (see ``_translate``); others as
+        psycopg raised them.
         Raises :class:`StoreClosedError` once the store is closed.
         """
         self.lifecycle.check_open()
@@ -477,33 +497,14 @@ class PostgresEventStore(BaseEventStore):
                 sql, params, params.get("stream_id") if savepoint else None
             )
         with translated_errors(database=self.engine.url.database):
-            if not isinstance(connection, Connection):
-                raise ValidationError(
-                    "connection must be a SQLAlchemy Connection (store.transaction() "
-                    f"yields one), not {type(connection).__name__}"
-                )
-            if connection.closed or connection.invalidated:
-                raise ValidationError(
-                    "connection has ended (closed, or its with block is over): "
-                    "open a new one with store.transaction()"
-                )
-            if savepoint and getattr(connection.connection.driver_connection, "autocommit", False):
+            if savepoint and isinstance(connection, Connection) and in_autocommit(connection):
                 raise ValidationError(
                     "connection is in AUTOCOMMIT (isolation_level='AUTOCOMMIT'): a write "
                     "through it could not be all or nothing with your other statements; pass "
                     "a connection in a transaction (store.transaction() yields one), or leave "
                     "out connection= to let the store commit it on its own; nothing was written"
                 )
-            try:
-                if savepoint:
-                    with connection.begin_nested():
-                        return _rows(connection.exec_driver_sql(sql, params))
-                return _rows(connection.exec_driver_sql(sql, params))
-            except DBAPIError as exc:
-                if isinstance(exc.orig, psycopg.Error):
-                    # One kind of error on both paths: psycopg's, as the fast path raises.
-                    raise exc.orig from None
-                raise
+            return execute(connection, sql, params, savepoint=savepoint)
 
     def _fetch_autocommit(
         self, sql: str, params: dict[str, Any], append_to: str | None, *, retry: bool = True
@@ -568,39 +569,13 @@ class PostgresEventStore(BaseEventStore):
         return self._fetch_autocommit(sql, params, append_to, retry=False)
 
 
-_SNAPSHOT_LEVELS = frozenset(
-    {psycopg.IsolationLevel.REPEATABLE_READ, psycopg.IsolationLevel.SERIALIZABLE}
-)
-_DEFAULT_ISOLATION_KEY = "eventstore.default_isolation"
-"""Where a pooled connection remembers the server's default_transaction_isolation."""
-
-
-def _reads_from_a_snapshot(connection: Connection) -> bool:
-    """Whether the caller's transaction on ``connection`` runs at REPEATABLE READ or
-    SERIALIZABLE: its isolation as set through SQLAlchemy (psycopg's
-    ``isolation_level``), else the server's default, read once per connection.
-    (A level set with a ``SET TRANSACTION`` statement of the caller's own is not
-    seen.)"""
-    if not isinstance(connection, Connection):
-        return False  # refused by the statement that follows
-    try:
-        pooled = connection.connection
-    except sqlalchemy.exc.SQLAlchemyError:
-        return False  # the statement that follows raises the right error
-    driver = pooled.driver_connection
-    level = getattr(driver, "isolation_level", None)
-    if level is not None:
-        return level in _SNAPSHOT_LEVELS
-    default = pooled.info.get(_DEFAULT_ISOLATION_KEY)
-    if default is None:
-        try:
-            rows = connection.exec_driver_sql(
-                "SELECT current_setting('default_transaction_isolation')"
-            ).fetchall()
-        except sqlalchemy.exc.DBAPIError:
-            return False  # the transaction has failed: the statement that follows says so
-        default = pooled.info[_DEFAULT_ISOLATION_KEY] = str(rows[0][0])
-    return default in _SNAPSHOT_ISOLATION
+def _join(connection: object) -> Joined | None:
+    """The caller's ``connection=`` as the connection its statements run on (None: none);
+    a Session that cannot begin its transaction raises the library's error."""
+    if connection is None:
+        return None
+    with translated_errors(connecting=True):
+        return join(connection)
 
 
 def _rollback_detail(failure: TransactionConflictError) -> str:
@@ -655,7 +630,3 @@ def _with_settings(url: URL, connect_args: object, settings: dict[str, int]) -> 
         existing = " ".join(existing)
     added = " ".join(f"-c {name}={value}ms" for name, value in settings.items())
     return {**connect_args, "options": f"{existing} {added}".strip()}
-
-
-def _rows(result: CursorResult[Any]) -> list[Row]:
-    return list(result.fetchall()) if result.returns_rows else []

@@ -36,6 +36,7 @@ from eventstore._translate import (
     translated_errors,
 )
 from eventstore._validation import check_identifier, check_int, check_seconds
+from eventstore.bound import unbound
 from eventstore.errors import (
     DatabaseUnavailableError,
     ProjectionLockedError,
@@ -151,6 +152,7 @@ class ProjectionRunner(Closing):
             raise ValidationError(
                 f"projection must be a Projection, not {type(projection).__name__}"
             )
+        store = unbound(store)  # a runner follows the committed feed
         self.store = store
         self._backend: Backend = backend_of(store)
         self.projection = projection

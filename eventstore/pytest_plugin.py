@@ -1,7 +1,8 @@
 """pytest fixtures for testing code built on pg-eventstore.
 
 Installed with the library and registered through the ``pytest11`` entry point, so
-any project that installs ``pg-eventstore[testing]`` has these fixtures:
+any project that installs ``pg-eventstore`` has these fixtures (the ``testing``
+extra adds testcontainers, for a database in a container):
 
 ``eventstore_database_url`` (session)
     A ``postgresql+psycopg://`` URL of a database migrated to the newest schema
@@ -24,9 +25,24 @@ any project that installs ``pg-eventstore[testing]`` has these fixtures:
     summary names the database that was used.
 
 ``event_store`` (function)
-    A ``PostgresEventStore`` on that database, with ``events`` and ``snapshots``
-    emptied before the test (not rolled back: tests may open several connections),
-    and closed after it.
+    A ``PostgresEventStore`` on that database, with every table of the store
+    (events, snapshots, projection checkpoints and skipped events) emptied before
+    the test (not rolled back: tests may open several connections, run
+    projections and subscriptions), and closed after it.
+
+``eventstore_connection`` (function)
+    A SQLAlchemy ``Connection`` on that database inside a transaction that is
+    rolled back after the test: bind your application's session to it (for
+    example with ``join_transaction_mode="create_savepoint"``) so everything a
+    test writes is gone afterwards, with no emptying. What committing tests left
+    in the database stays visible.
+
+``rolled_back_event_store`` (function)
+    The store bound to ``eventstore_connection`` (``store.bind(connection)``):
+    every call runs in that transaction, rolled back after the test. Fast; for
+    tests of code that appends and loads. Subscriptions and projection runners
+    follow the committed feed, so they see nothing of it: test those with
+    ``event_store``.
 
 ``in_memory_event_store`` (function)
     A fresh ``InMemoryEventStore``.
@@ -47,12 +63,14 @@ import pytest
 from eventstore import _testdb, embedded
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine import Connection, Engine
 
-    from eventstore import EventRegistry, InMemoryEventStore, PostgresEventStore
+    from eventstore import BoundEventStore, EventRegistry, InMemoryEventStore, PostgresEventStore
 
 _INI_NAME = "eventstore_database_url"
 _USED_DATABASE = pytest.StashKey[str]()
+_NO_DATABASE = pytest.StashKey[str]()
+"""Why the database fixtures skipped, for the terminal summary (shown without -rs)."""
 _TRUNCATE_LOCK_TIMEOUT = "10s"
 
 
@@ -101,10 +119,16 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Name the database the fixtures used, if any test asked for one."""
+    """Name the database the fixtures used, if any test asked for one, or say that
+    the tests needing one were skipped and why (without ``-rs``)."""
     used = terminalreporter.config.stash.get(_USED_DATABASE, None)
     if used is not None:
         terminalreporter.write_line(f"eventstore: database from {used}")
+    missing = terminalreporter.config.stash.get(_NO_DATABASE, None)
+    if missing is not None:
+        terminalreporter.write_line(
+            f"eventstore: tests that need a database were SKIPPED: {missing}", yellow=True
+        )
 
 
 @pytest.fixture(scope="session")
@@ -122,6 +146,7 @@ def eventstore_database_url(pytestconfig: pytest.Config) -> Iterator[str]:
         ini_url=ini_url,
     )
     if source.kind is _testdb.SourceKind.SKIP:
+        pytestconfig.stash[_NO_DATABASE] = source.description
         pytest.skip(source.description)
     if source.kind is _testdb.SourceKind.FAIL:
         pytest.fail(source.description, pytrace=False)
@@ -180,6 +205,45 @@ def event_store(
     store = PostgresEventStore.from_url(eventstore_database_url, registry=eventstore_registry)
     try:
         yield store
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="session")
+def _eventstore_engine(eventstore_database_url: str) -> Iterator[Engine]:
+    from sqlalchemy import create_engine
+
+    engine = create_engine(_testdb.render_url(eventstore_database_url))
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def eventstore_connection(_eventstore_engine: Engine) -> Iterator[Connection]:
+    """A connection in a transaction rolled back after the test."""
+    with _eventstore_engine.connect() as connection:
+        transaction = connection.begin()
+        try:
+            yield connection
+        finally:
+            if transaction.is_active:
+                transaction.rollback()
+
+
+@pytest.fixture
+def rolled_back_event_store(
+    _eventstore_engine: Engine,
+    eventstore_connection: Connection,
+    eventstore_registry: EventRegistry | None,
+) -> Iterator[BoundEventStore]:
+    """A store whose every call runs in ``eventstore_connection``'s transaction."""
+    from eventstore import PostgresEventStore
+
+    store = PostgresEventStore(_eventstore_engine, registry=eventstore_registry)
+    try:
+        yield store.bind(eventstore_connection)
     finally:
         store.close()
 

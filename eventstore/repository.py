@@ -79,14 +79,16 @@ class Repository(Generic[State]):
             return self._initial()
         return copy.deepcopy(self._initial)
 
-    def load(self, stream_id: str) -> tuple[State, int]:
+    def load(self, stream_id: str, *, connection: Any = None) -> tuple[State, int]:
         """The stream's current ``(state, version)``: the latest snapshot plus only
         the events recorded after it (all of them when there is no snapshot this
-        Repository can use); ``(initial, 0)`` for a missing stream."""
-        state, version = self._from_snapshot(stream_id)
-        return self._fold(
-            state, version, self.store.iter_events(stream_id, from_version=version + 1)
-        )
+        Repository can use); ``(initial, 0)`` for a missing stream.
+
+        With ``connection=`` (a unit of work as the store takes it), the stream as
+        that unit of work sees it, its own appends included: a second command on
+        the same aggregate in one request loads what the first appended."""
+        state, version = self._from_snapshot(stream_id, connection)
+        return self._fold(state, version, self._events_after(stream_id, version, connection))
 
     def append(
         self,
@@ -176,7 +178,7 @@ class Repository(Generic[State]):
     ) -> tuple[State, int]:
         """The stream's state and version for an ``ANY`` or ``STREAM_EXISTS``
         append; ConcurrencyError when ``STREAM_EXISTS`` finds no stream."""
-        state, version = self._from_snapshot(stream_id)
+        state, version = self._from_snapshot(stream_id, connection)
         state, version = self._fold(
             state, version, self._events_after(stream_id, version, connection)
         )
@@ -184,12 +186,12 @@ class Repository(Generic[State]):
             raise ConcurrencyError(stream_id, expected_version, 0)
         return state, version
 
-    def _from_snapshot(self, stream_id: str) -> tuple[State, int]:
+    def _from_snapshot(self, stream_id: str, connection: Any) -> tuple[State, int]:
         """Where to fold the stream's events from: its snapshot's state and version
         when the snapshot decodes and was saved at :attr:`snapshot_version`, else
         the initial state at version 0 (see the class docstring)."""
         try:
-            snapshot = self.store.load_snapshot(stream_id)
+            snapshot = self.store.load_snapshot(stream_id, connection=connection)
         except DeserializationError as error:
             logger.warning(
                 "the snapshot of stream %r cannot be decoded, so it is not used: the "
@@ -223,9 +225,7 @@ class Repository(Generic[State]):
         return VersionedState(self.snapshot_version, state)
 
     def _events_after(self, stream_id: str, version: int, connection: Any) -> Iterable[Any]:
-        if connection is None:
-            return self.store.iter_events(stream_id, from_version=version + 1)
-        return self.store.load_events(stream_id, from_version=version + 1, connection=connection)
+        return self.store.iter_events(stream_id, from_version=version + 1, connection=connection)
 
     def _fold(
         self, state: State, version: int, events: Iterable[RecordedEvent]

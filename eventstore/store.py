@@ -33,9 +33,19 @@ class EventStore(Protocol):
 
     A store is open until :meth:`close` (or the end of its ``with`` block);
     after that every call raises :class:`~eventstore.errors.StoreClosedError`.
-    Methods that take ``connection=`` join the caller's unit of work: on
-    PostgreSQL a SQLAlchemy ``Connection`` in a transaction (for example the
-    one :meth:`transaction` yields), in memory what :meth:`transaction` yields.
+
+    Every method that reads or writes a stream or the feed takes
+    ``connection=``, which joins the caller's unit of work: on PostgreSQL a
+    SQLAlchemy ``Connection`` in a transaction (for example the one
+    :meth:`transaction` yields), a SQLAlchemy ``Session`` or ``scoped_session``
+    (Flask-SQLAlchemy's ``db.session``: its transaction, begun if needed), or a
+    psycopg 3 ``Connection`` (Django's; in autocommit each call is then its own
+    transaction); in memory what :meth:`transaction` yields. The store never
+    commits or rolls back a caller's transaction: its writes commit or roll back
+    with the caller's own. Reads through it see the unit of work's own writes,
+    except feed reads (:meth:`read_all`, :meth:`iter_all`), which show committed
+    events only: an event's place in the feed is final only once it commits.
+    :meth:`bind` makes a store whose every call runs through one unit of work.
     """
 
     codec: CborCodec
@@ -110,13 +120,16 @@ class EventStore(Protocol):
         from_version: int = 1,
         to_version: int | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        connection: Any = None,
     ) -> Iterator[RecordedEvent]:
         """Like :meth:`load_events`, fetched in pages of ``batch_size`` events so a
-        stream of any length is read in bounded memory. Arguments are checked
-        when the call is made, not at the first ``next()``."""
+        stream of any length is read in bounded memory. Arguments (``connection``
+        included) are checked when the call is made, not at the first ``next()``;
+        with ``connection=``, every page is read through it, so its unit of work
+        must stay open while the iterator is used."""
         ...
 
-    def stream_version(self, stream_id: str) -> int:
+    def stream_version(self, stream_id: str, *, connection: Any = None) -> int:
         """The version of the stream's last event; 0 when it has none."""
         ...
 
@@ -135,10 +148,11 @@ class EventStore(Protocol):
         """
         ...
 
-    def load_snapshot(self, stream_id: str) -> Snapshot | None:
+    def load_snapshot(self, stream_id: str, *, connection: Any = None) -> Snapshot | None:
         """The stream's snapshot, or None. Raises
         :class:`~eventstore.errors.DeserializationError` when the stored state
-        cannot be decoded."""
+        cannot be decoded. With ``connection=``, as that unit of work sees it (its
+        own saves and deletes included)."""
         ...
 
     def delete_snapshot(self, stream_id: str, connection: Any = None) -> bool:
@@ -152,7 +166,7 @@ class EventStore(Protocol):
         is not decoded. With ``connection=`` the snapshot is deleted when that
         unit of work commits, together with what else it wrote (a
         :meth:`save_snapshot` after it in the same unit of work is kept); until
-        then :meth:`load_snapshot` still returns it.
+        then :meth:`load_snapshot` without that ``connection=`` still returns it.
         """
         ...
 
@@ -161,8 +175,7 @@ class EventStore(Protocol):
     def transaction(self) -> AbstractContextManager[Any]:
         """A unit of work over any number of streams, as a context manager.
 
-        Pass what it yields as ``connection=`` to :meth:`append_events`,
-        :meth:`load_events`, :meth:`save_snapshot` and :meth:`delete_snapshot`:
+        Pass what it yields as ``connection=`` to any call that takes it:
         what they write commits
         together when the ``with`` block ends, or not at all when it raises
         (a :class:`~eventstore.errors.ConcurrencyError` caught inside leaves it
@@ -171,6 +184,20 @@ class EventStore(Protocol):
         appended. Another writer of a stream it appended to waits until it
         ends, then gets the usual answer. Using it after its block, or with
         another store, raises :class:`~eventstore.errors.ValidationError`.
+        """
+        ...
+
+    def bind(self, connection: Any) -> EventStore:
+        """This store, with every call that is given no ``connection=`` run through
+        ``connection``: a unit of work as ``connection=`` takes it, or a function of
+        no arguments returning one, called at each call (``lambda: db.session``, so
+        each request or thread gets its own).
+
+        The bound store's :meth:`transaction` is a savepoint in that unit of work
+        (kept when its block ends, undone when it raises); :meth:`subscribe`,
+        :meth:`feed_head` and projection runners use this store directly (they
+        follow the committed feed). Closing the bound store ends it, not this one.
+        See :class:`~eventstore.bound.BoundEventStore`.
         """
         ...
 
@@ -190,6 +217,7 @@ class EventStore(Protocol):
         limit: int = DEFAULT_BATCH_SIZE,
         event_types: Iterable[str] | None = None,
         stream_prefix: str | None = None,
+        connection: Any = None,
     ) -> list[RecordedEvent]:
         """Events of every stream in feed order, strictly after ``after``.
 
@@ -199,6 +227,8 @@ class EventStore(Protocol):
         than ``limit`` events means the reader has reached the visible end. On
         PostgreSQL an event becomes visible once every transaction older than
         its own has ended, so a late commit never lands behind a checkpoint.
+        With ``connection=``, the feed as that unit of work sees it, without its
+        own uncommitted appends (see the class docstring).
         """
         ...
 
@@ -209,8 +239,10 @@ class EventStore(Protocol):
         batch_size: int = DEFAULT_BATCH_SIZE,
         event_types: Iterable[str] | None = None,
         stream_prefix: str | None = None,
+        connection: Any = None,
     ) -> Iterator[RecordedEvent]:
-        """Like :meth:`read_all` up to the visible end, in pages of ``batch_size``."""
+        """Like :meth:`read_all` up to the visible end, in pages of ``batch_size``
+        (arguments checked when the call is made)."""
         ...
 
     def subscribe(

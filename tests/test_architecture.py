@@ -19,7 +19,16 @@ LAYERS: list[set[str]] = [
     # 1: records of the domain
     {"records", "registry", "urls"},
     # 2: encoding, checking, translating errors, engines and catalog questions
-    {"codec", "_validation", "_translate", "_engines", "_lifecycle", "_catalog", "embedded"},
+    {
+        "codec",
+        "_validation",
+        "_translate",
+        "_engines",
+        "_lifecycle",
+        "_catalog",
+        "embedded",
+        "_pg_caller",
+    },
     # 3: the public interface, what backends speak, the feed, the SQL, the schema's revisions
     {"_backend", "feed", "store", "migrations", "_sql"},
     # 4: the stores and what is built on the interface

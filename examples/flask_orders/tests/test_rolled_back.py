@@ -1,7 +1,7 @@
 """The fast style: each test runs inside one transaction that is rolled back at its
 end (the plugin's ``eventstore_connection``), so nothing is committed and nothing
-needs emptying. Both tests place order "1": the second to run would get a 409 if
-the first one's order had stayed."""
+needs emptying. Both tests place order "rb-1" (which no committing test uses): the
+second to run would get a 409 if the first one's order had stayed."""
 
 from __future__ import annotations
 
@@ -16,11 +16,13 @@ def test_a_placed_order_is_seen_inside_the_test_transaction(
     eventstore_connection: Connection,
     rolled_back_event_store: EventStore,
 ) -> None:
-    response = rolled_back_client.post("/orders", json={"order_id": "1", "customer": "ada"})
+    response = rolled_back_client.post("/orders", json={"order_id": "rb-1", "customer": "ada"})
 
     assert response.status_code == 201
-    assert [e.event_type for e in rolled_back_event_store.load_events("order-1")] == ["OrderPlaced"]
-    row = eventstore_connection.execute(text("SELECT status FROM orders WHERE order_id = '1'"))
+    assert [e.event_type for e in rolled_back_event_store.load_events("order-rb-1")] == [
+        "OrderPlaced"
+    ]
+    row = eventstore_connection.execute(text("SELECT status FROM orders WHERE order_id = 'rb-1'"))
     assert row.scalar_one() == "open"
 
 
@@ -28,17 +30,19 @@ def test_a_conflict_undoes_only_its_own_request(
     rolled_back_client: FlaskClient, eventstore_connection: Connection
 ) -> None:
     assert (
-        rolled_back_client.post("/orders", json={"order_id": "1", "customer": "ada"}).status_code
+        rolled_back_client.post("/orders", json={"order_id": "rb-1", "customer": "ada"}).status_code
         == 201
     )
 
-    response = rolled_back_client.post("/orders", json={"order_id": "1", "customer": "bob"})
+    response = rolled_back_client.post("/orders", json={"order_id": "rb-1", "customer": "bob"})
 
     assert response.status_code == 409
-    customers = eventstore_connection.execute(text("SELECT customer FROM orders")).scalars()
+    customers = eventstore_connection.execute(
+        text("SELECT customer FROM orders WHERE order_id = 'rb-1'")
+    ).scalars()
     assert list(customers) == ["ada"]
     items = rolled_back_client.post(
-        "/orders/1/items", json={"items": [{"sku": "book", "quantity": 1, "price": 100}]}
+        "/orders/rb-1/items", json={"items": [{"sku": "book", "quantity": 1, "price": 100}]}
     )
     assert items.status_code == 200
     assert items.json["version"] == 2  # type: ignore[index]

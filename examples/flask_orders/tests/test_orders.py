@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import psycopg
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from orders.extensions import events
 from orders.projection import catch_up
 
 
@@ -23,6 +25,17 @@ def row_of(database: psycopg.Connection, order_id: str) -> tuple[Any, ...] | Non
         "SELECT customer, status, total_cents, version FROM orders WHERE order_id = %s",
         (order_id,),
     ).fetchone()
+
+
+def wait_for_feed(app: Flask, count: int) -> None:
+    """Until the feed shows ``count`` events: it shows an event once every older
+    transaction on the server has ended, and on a shared server other sessions'
+    transactions can hold it back for a moment."""
+    deadline = time.monotonic() + 30
+    with app.app_context():
+        while len(events.unbound_store.read_all()) < count:
+            assert time.monotonic() < deadline, "the feed did not show the committed events"
+            time.sleep(0.05)
 
 
 def place(client: FlaskClient, order_id: str, customer: str = "ada") -> int:
@@ -136,6 +149,7 @@ def test_the_projection_catches_up_with_committed_orders(
     client.post("/orders/3/items", json={"items": [{"sku": "pen", "quantity": 1, "price": 250}]})
     client.post("/orders/2/items", json={"items": [{"sku": "pen", "quantity": 0, "price": 1}]})
 
+    wait_for_feed(app, 5)
     with app.app_context():
         assert catch_up() == 5  # the refused request's events were never committed
         assert catch_up() == 0
@@ -147,6 +161,7 @@ def test_the_projection_catches_up_with_committed_orders(
 
 def test_the_cli_command_runs_the_projection(app: Flask, client: FlaskClient) -> None:
     place(client, "1")
+    wait_for_feed(app, 1)
 
     result = app.test_cli_runner().invoke(args=["orders", "project"])
 

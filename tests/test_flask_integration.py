@@ -64,9 +64,9 @@ def make_app(url: str, extension: EventStoreExtension = events, **config: Any) -
     @app.post("/notes/<stream_id>")
     def add_note(stream_id: str) -> dict[str, Any]:
         expected = int(request.args.get("expected", "0"))
-        version = extension.store.append_events(stream_id, [noted()], expected_version=expected)
         db.session.add(Note(stream_id=stream_id, text="hello"))
         db.session.flush()
+        version = extension.store.append_events(stream_id, [noted()], expected_version=expected)
         if request.args.get("fail"):
             raise RuntimeError("failed after appending and writing the row")
         db.session.commit()

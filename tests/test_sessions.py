@@ -324,10 +324,12 @@ def test_feed_reads_through_a_unit_of_work_show_committed_events_only(
 
 @pytest.fixture
 def driver(eventstore_database_url: str) -> Iterator[psycopg.Connection[Any]]:
-    """A psycopg connection with a framework's own loader for jsonb (Django's)."""
+    """A psycopg connection with a framework's own loaders for jsonb and timestamptz
+    (Django loads jsonb as text, and timestamptz naive when USE_TZ is False)."""
     url = eventstore_database_url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(url) as connection:
         connection.adapters.register_loader("jsonb", TextLoader)
+        connection.adapters.register_loader("timestamptz", TextLoader)
         yield connection
 
 
@@ -339,6 +341,7 @@ def test_a_psycopg_connection_in_a_transaction_is_joined(
         event_store.append_events("s", [noted(2)], expected_version=0, connection=driver)
     (event,) = event_store.load_events("s", connection=driver)
     assert event.metadata == {"request": "r1"}  # the store's loaders, not the framework's
+    assert event.created_at.tzinfo is not None
     assert event_store.stream_version("s") == 0
     driver.execute("SELECT 1")  # still usable after the conflict
     driver.rollback()

@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from _store_helpers import STORE_KINDS, store_for
+from _store_helpers import STORE_KINDS, store_for, wait_for_feed_horizon
 from psycopg.types.string import TextLoader
 from sqlalchemy import Integer, String, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, scoped_session
@@ -313,6 +313,7 @@ def test_feed_reads_through_a_unit_of_work_show_committed_events_only(
     taken past an uncommitted event could skip an older transaction's events."""
     store = store_for(request, store_kind)
     store.append_events("committed", [noted(1)], expected_version=0)
+    wait_for_feed_horizon(store)  # other sessions' transactions must not hide it
     with store.transaction() as unit:
         store.append_events("pending", [noted(2)], expected_version=0, connection=unit)
         assert [e.stream_id for e in store.read_all(connection=unit)] == ["committed"]
@@ -495,6 +496,7 @@ def test_subscriptions_and_runners_of_a_bound_store_follow_the_committed_feed(
     store = store_for(request, store_kind)
     seen: list[str] = []
     store.append_events("committed", [noted(1)], expected_version=0)
+    wait_for_feed_horizon(store)
     with store.transaction() as unit:
         bound = store.bind(unit)
         bound.append_events("pending", [noted(2)], expected_version=0)

@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, current_app, has_app_context
 
 from eventstore._engines import check_engine
-from eventstore.errors import EventStoreError, ValidationError
+from eventstore.errors import IntegrationError, ValidationError
 from eventstore.postgres import PostgresEventStore
 
 if TYPE_CHECKING:
@@ -70,10 +70,9 @@ EXTENSION_KEY = "eventstore"
 """The key of the application's state in ``app.extensions``."""
 
 
-class FlaskExtensionError(EventStoreError, RuntimeError):
+class FlaskExtensionError(IntegrationError):
     """The Flask extension was used in a way that cannot work; the message says
-    how to set it up. Also a ``RuntimeError``, as Flask's own "working outside of
-    application context" is."""
+    how to set it up."""
 
 
 class _AppState:

@@ -28,6 +28,8 @@ from typing import Any
 import psycopg
 import psycopg.errors
 import sqlalchemy.exc
+from psycopg.adapt import Loader
+from psycopg.types.datetime import TimestamptzLoader
 from psycopg.types.json import JsonbLoader, JsonLoader
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, scoped_session
@@ -44,8 +46,13 @@ _SNAPSHOT_LEVELS = frozenset(
 _DEFAULT_ISOLATION_KEY = "eventstore.default_isolation"
 """Where a pooled SQLAlchemy connection remembers the server's default isolation."""
 
-_SAVEPOINT = "eventstore_call"
-"""The savepoint a write runs in on a psycopg connection in a transaction."""
+_STORE_LOADERS: tuple[tuple[str, type[Loader]], ...] = (
+    ("jsonb", JsonbLoader),
+    ("json", JsonLoader),
+    ("timestamptz", TimestamptzLoader),
+)
+"""psycopg's own loaders for what the store reads (metadata, created_at), put back
+on the store's cursor over whatever a framework registered on its connection."""
 
 _ACCEPTED = (
     "a SQLAlchemy Connection (store.transaction() yields one), Session or scoped_session "
@@ -140,12 +147,13 @@ def _execute_on_driver(
     """``sql`` on a caller's psycopg connection, with the store's own loaders.
 
     A framework may have registered loaders of its own on the connection (Django
-    loads ``jsonb`` as text); the store's cursor loads JSON as psycopg does. In
+    loads ``jsonb`` as text, and ``timestamptz`` as naive datetimes when its
+    ``USE_TZ`` is False); the store's cursor loads them as psycopg does. In
     autocommit the statement is its own transaction and needs no savepoint.
     """
     cursor = psycopg.Cursor(driver)
-    cursor.adapters.register_loader("jsonb", JsonbLoader)
-    cursor.adapters.register_loader("json", JsonLoader)
+    for type_name, loader in _STORE_LOADERS:
+        cursor.adapters.register_loader(type_name, loader)
     with cursor:
         if not savepoint or driver.autocommit:
             cursor.execute(sql, params, prepare=True)

@@ -197,7 +197,7 @@ def translate(
     if sqlstate in ("42P01", "42703"):  # undefined table, undefined column
         return SchemaError(
             f"the event store schema is missing or out of date ({detail}): "
-            "run `alembic upgrade head` or eventstore.migrations.upgrade(url)"
+            "run `eventstore migrate upgrade` or eventstore.migrations.upgrade(url)"
         )
     if sqlstate.startswith("28"):
         return AuthenticationError(
@@ -305,8 +305,8 @@ _BY_CLASS: dict[str, tuple[type[EventStoreError], str]] = {
     "42": (
         SchemaError,
         "the database does not accept the store's statement: the server must be PostgreSQL 13 "
-        "or newer and the tables those of the migrations (run `alembic upgrade head` or "
-        "eventstore.migrations.upgrade(url); do not change them by hand)",
+        "or newer and the tables those of the migrations (run `eventstore migrate upgrade` "
+        "or eventstore.migrations.upgrade(url); do not change them by hand)",
     ),
     "53": (
         ServerError,

@@ -330,3 +330,11 @@ class StoreClosedError(EventStoreError):
 
     def __init__(self, message: str = "the store was closed: build a new one") -> None:
         super().__init__(message)
+
+
+class IntegrationError(EventStoreError, RuntimeError):
+    """A framework integration (Flask, Django) was set up or used in a way that
+    cannot work: outside an application context, before its set-up ran, with no
+    database, or with settings that contradict each other. The message says how
+    to set it up. Also a ``RuntimeError``, as Flask's own "working outside of
+    application context" is."""

@@ -8,6 +8,7 @@ dialect does not know through :func:`recognise_types`, one engine at a time.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import (
@@ -111,3 +112,14 @@ projection_skipped_events = Table(
         "projection", "transaction_id", "position", name="projection_skipped_events_pkey"
     ),
 )
+
+FUNCTIONS: frozenset[str] = frozenset({"eventstore_refuse_rewrite"})
+"""The functions the revisions create (``eventstore_0003``); a test compares them
+with a migrated database."""
+
+TRIGGERS: Mapping[str, str] = {
+    "events_refuse_update_delete": "events",
+    "events_refuse_truncate": "events",
+}
+"""The triggers the revisions create, each with its table (``eventstore_0003``); a
+test compares them with a migrated database."""

@@ -330,7 +330,7 @@ def test_missing_tables_raise_schema_error_saying_to_run_alembic_upgrade_head(
 ) -> None:
     with (
         PostgresEventStore.from_url(scratch_database_url) as store,
-        pytest.raises(SchemaError, match="alembic upgrade head"),
+        pytest.raises(SchemaError, match="eventstore migrate upgrade"),
     ):
         operation(store)
 
@@ -342,13 +342,13 @@ def test_missing_tables_raise_schema_error_inside_a_caller_transaction(
         with (
             store.engine.connect() as conn,
             conn.begin(),
-            pytest.raises(SchemaError, match="alembic upgrade head"),
+            pytest.raises(SchemaError, match="eventstore migrate upgrade"),
         ):
             store.append_events("s", _events(1), expected_version=0, connection=conn)
         with (
             store.engine.connect() as conn,
             conn.begin(),
-            pytest.raises(SchemaError, match="alembic upgrade head"),
+            pytest.raises(SchemaError, match="eventstore migrate upgrade"),
         ):
             store.load_events("s", connection=conn)
 

@@ -284,7 +284,7 @@ SQLSTATE_TABLE: list[tuple[str, type[Exception], str]] = [
     ("40001", TransactionConflictError, "retry the whole transaction"),
     ("40P01", TransactionConflictError, "retry the whole transaction"),
     ("42501", PermissionDeniedError, "eventstore grant"),
-    ("42P01", SchemaError, "alembic upgrade head"),
+    ("42P01", SchemaError, "eventstore migrate upgrade"),
     ("42883", SchemaError, "PostgreSQL 13"),
     ("53100", ServerError, "disk"),
     ("53200", ServerError, "memory"),

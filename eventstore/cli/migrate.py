@@ -18,7 +18,7 @@ from eventstore.cli._common import console, redact, reported_errors, resolve_url
 @click.argument("revision", required=False)
 @url_option
 def migrate(action: str, revision: str | None, url: str | None) -> None:
-    """Run the schema migrations (the ones `alembic upgrade head` runs).
+    """Run the store's schema migrations (recorded in eventstore_alembic_version).
 
     \b
     upgrade [REVISION]    to REVISION, default head

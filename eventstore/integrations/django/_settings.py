@@ -1,6 +1,6 @@
 """The ``EVENTSTORE`` setting, checked: which database alias, which registry, NOTIFY.
 
-Every mistake a project can make here raises :class:`~eventstore.errors.ValidationError`
+Every mistake a project can make here raises :class:`~eventstore.errors.IntegrationError`
 naming the setting and what to write instead.
 """
 
@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import connections
 from sqlalchemy.engine import URL
 
-from eventstore.errors import ValidationError
+from eventstore.errors import IntegrationError
 from eventstore.registry import EventRegistry
 
 SETTING = "EVENTSTORE"
@@ -66,7 +66,7 @@ class StoreSettings:
             return None
         found = import_object(self.registry_path, f"{SETTING}['REGISTRY']")
         if not isinstance(found, EventRegistry):
-            raise ValidationError(
+            raise IntegrationError(
                 f"{SETTING}['REGISTRY'] = {self.registry_path!r} is a {type(found).__name__}, "
                 "not an EventRegistry"
             )
@@ -76,27 +76,27 @@ class StoreSettings:
 def store_settings(alias: str | None = None) -> StoreSettings:
     """Read and check ``settings.EVENTSTORE`` for ``alias`` (default: its ``DATABASE``).
 
-    Raises :class:`ValidationError` for an unknown key, an alias missing from
+    Raises :class:`IntegrationError` for an unknown key, an alias missing from
     ``DATABASES``, a backend that is not PostgreSQL on psycopg 3, or a ``NOTIFY``
     that is not a bool.
     """
     config = getattr(settings, SETTING, None) or {}
     if not isinstance(config, dict):
-        raise ValidationError(f"settings.{SETTING} must be a dict, not {type(config).__name__}")
+        raise IntegrationError(f"settings.{SETTING} must be a dict, not {type(config).__name__}")
     unknown = sorted(set(config) - set(KEYS))
     if unknown:
         known = "; ".join(f"{key}: {meaning}" for key, meaning in KEYS.items())
-        raise ValidationError(f"settings.{SETTING} has unknown keys {unknown}: it takes {known}")
+        raise IntegrationError(f"settings.{SETTING} has unknown keys {unknown}: it takes {known}")
     chosen = alias if alias is not None else config.get("DATABASE", "default")
     registry_path = config.get("REGISTRY")
     if registry_path is not None and not isinstance(registry_path, str):
-        raise ValidationError(
+        raise IntegrationError(
             f"{SETTING}['REGISTRY'] must be a str 'package.module:name', "
             f"not {type(registry_path).__name__}"
         )
     notify = config.get("NOTIFY", True)
     if not isinstance(notify, bool):
-        raise ValidationError(f"{SETTING}['NOTIFY'] must be True or False, not {notify!r}")
+        raise IntegrationError(f"{SETTING}['NOTIFY'] must be True or False, not {notify!r}")
     return StoreSettings(
         alias=chosen, url=database_url(chosen), registry_path=registry_path, notify=notify
     )
@@ -104,21 +104,21 @@ def store_settings(alias: str | None = None) -> StoreSettings:
 
 def check_alias(alias: object) -> Any:
     """Django's connection handler for ``alias``, if it is a PostgreSQL database on
-    psycopg 3; :class:`ValidationError` otherwise."""
+    psycopg 3; :class:`IntegrationError` otherwise."""
     if not isinstance(alias, str) or alias not in connections.settings:
         configured = ", ".join(repr(name) for name in connections.settings)
-        raise ValidationError(
+        raise IntegrationError(
             f"no database {alias!r} in settings.DATABASES (it has {configured}): set "
             f"{SETTING}['DATABASE'] to one of them"
         )
     connection = connections[alias]
     if connection.vendor != "postgresql":
-        raise ValidationError(
+        raise IntegrationError(
             f"database {alias!r} uses {connection.settings_dict['ENGINE']!r}: pg-eventstore "
             "needs 'django.db.backends.postgresql'"
         )
     if getattr(connection, "Database", None) is None or connection.Database.__name__ != "psycopg":
-        raise ValidationError(
+        raise IntegrationError(
             f"database {alias!r} runs on psycopg2: pg-eventstore needs psycopg 3 "
             '(pip install "psycopg[binary]" and uninstall psycopg2; Django prefers psycopg 3)'
         )
@@ -158,21 +158,21 @@ def database_url(alias: str) -> URL:
 
 
 def import_object(path: object, what: str) -> object:
-    """The object ``'package.module:name'`` names; :class:`ValidationError` saying which
+    """The object ``'package.module:name'`` names; :class:`IntegrationError` saying which
     part failed otherwise. ``what`` names the setting or argument in messages."""
     if not isinstance(path, str) or path.count(":") != 1 or not all(path.split(":")):
-        raise ValidationError(f"{what} must be 'package.module:name', not {path!r}")
+        raise IntegrationError(f"{what} must be 'package.module:name', not {path!r}")
     module_name, _, attribute = path.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ValidationError(f"{what} = {path!r}: cannot import {module_name!r}: {exc}") from exc
+        raise IntegrationError(f"{what} = {path!r}: cannot import {module_name!r}: {exc}") from exc
     found = module
     for part in attribute.split("."):
         try:
             found = getattr(found, part)
         except AttributeError:
-            raise ValidationError(
+            raise IntegrationError(
                 f"{what} = {path!r}: module {module_name!r} has no {attribute!r}"
             ) from None
     return found

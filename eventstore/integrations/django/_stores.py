@@ -34,7 +34,7 @@ def get_event_store(alias: str | None = None) -> BoundEventStore:
     store on the test database). Call this where you use the store (it is cheap),
     not at import time.
 
-    Raises :class:`~eventstore.errors.ValidationError` for an alias missing from
+    Raises :class:`~eventstore.errors.IntegrationError` for an alias missing from
     ``DATABASES``, a backend that is not PostgreSQL on psycopg 3, or a bad
     ``EVENTSTORE`` setting (``REGISTRY`` included).
     """

@@ -7,7 +7,7 @@ from typing import Any
 from django.apps import AppConfig
 from django.core import checks
 
-from eventstore.errors import ValidationError
+from eventstore.errors import IntegrationError
 from eventstore.integrations.django._settings import store_settings
 
 
@@ -28,6 +28,6 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     psycopg 3 and an importable registry (error ``eventstore.E001`` otherwise)."""
     try:
         store_settings().registry()
-    except ValidationError as error:
+    except IntegrationError as error:
         return [checks.Error(str(error), id="eventstore.E001")]
     return []

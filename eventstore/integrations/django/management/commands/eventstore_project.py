@@ -15,7 +15,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from eventstore.errors import EventStoreError, ValidationError
+from eventstore.errors import EventStoreError, IntegrationError
 from eventstore.integrations.django._settings import import_object
 from eventstore.integrations.django._stores import get_event_store
 from eventstore.projections import Projection, ProjectionRunner
@@ -54,7 +54,7 @@ class Command(BaseCommand):  # type: ignore[misc]
         try:
             found = import_object(projection, "the projection")
             if not isinstance(found, Projection):
-                raise ValidationError(
+                raise IntegrationError(
                     f"{projection!r} is a {type(found).__name__}, not an eventstore Projection"
                 )
             store = get_event_store(database)

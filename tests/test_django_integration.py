@@ -109,7 +109,11 @@ def count(event, connection):
     )
 
 
-tally = Projection("notes_tally", count)
+def clear(connection):
+    connection.exec_driver_sql("DELETE FROM notes_tally")
+
+
+tally = Projection("notes_tally", count, reset=clear)
 '''
 
 CONFTEST = '''
@@ -374,6 +378,9 @@ def test_the_projection_command_handles_committed_events_once(
     output = capsys.readouterr().out
     assert "notes_tally: handled 2 events" in output
     assert "notes_tally: handled 0 events" in output
+    call_command("eventstore_project", "notes.events:tally", "--reset", "--once")  # a rebuild
+    assert "notes_tally: handled 2 events" in capsys.readouterr().out
+    assert committed("SELECT event_type, count FROM notes_tally") == [("NoteWritten", 2)]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -170,7 +170,10 @@ def _eventstore_cleaning_engine(eventstore_database_url: str) -> Iterator[Engine
         engine.dispose()
 
 
-def _empty_tables(engine: Engine) -> None:
+def empty_store_tables(engine: Engine) -> None:
+    """Empty every table of the store (events, snapshots, projection checkpoints and
+    skipped events) through ``engine``, as the ``event_store`` fixture does before
+    each test. The event log is append-only: this is for test databases only."""
     from sqlalchemy import text
 
     from eventstore.erasure import allow_rewrite
@@ -201,7 +204,7 @@ def event_store(
     from eventstore import PostgresEventStore
 
     # Emptied before rather than after, so rows left by an interrupted run never leak in.
-    _empty_tables(_eventstore_cleaning_engine)
+    empty_store_tables(_eventstore_cleaning_engine)
     store = PostgresEventStore.from_url(eventstore_database_url, registry=eventstore_registry)
     try:
         yield store

@@ -30,7 +30,7 @@ import pytest
 from eventstore.bound import BoundEventStore
 from eventstore.integrations.django._stores import close_event_stores, get_event_store
 from eventstore.postgres import PostgresEventStore
-from eventstore.pytest_plugin import _empty_tables
+from eventstore.pytest_plugin import empty_store_tables
 
 
 @pytest.fixture(scope="session")
@@ -53,5 +53,5 @@ def django_committed_event_store(
     """The Django store for a test whose writes commit; its tables emptied first."""
     store = get_event_store()
     assert isinstance(store.store, PostgresEventStore)
-    _empty_tables(store.store.engine)
+    empty_store_tables(store.store.engine)
     return store

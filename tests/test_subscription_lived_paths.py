@@ -403,7 +403,7 @@ def test_a_subscription_on_a_database_without_the_schema_raises_schema_error(
         collector.finished.wait(DEADLINE_SECONDS)
         assert collector.finished.is_set(), "the subscription kept retrying"
         assert isinstance(collector.error, SchemaError)
-        assert "alembic upgrade head" in str(collector.error)
+        assert "eventstore migrate upgrade" in str(collector.error)
         with pytest.raises(StopIteration):
             next(subscription)
 

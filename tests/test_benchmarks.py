@@ -18,7 +18,7 @@ import pytest
 from benchmarks._cli import OPERATIONS, parse_arguments
 from benchmarks._harness import interleave, rotation, run_threads
 from benchmarks._plan import FULL, QUICK, SCALE, plan_for
-from benchmarks._rebuild import FLOOR_BATCH, LIBRARY_BATCH
+from benchmarks._rebuild import FLOOR_BATCH, LIBRARY_BATCH, LIBRARY_DBAPI
 from benchmarks._rebuild import KEY as REBUILD_KEY
 from benchmarks._report import TARGETS_TITLE, build_report, write_json
 from benchmarks._results import CaseResult, SideFigures, case_from_latencies, case_from_rates
@@ -420,6 +420,6 @@ def test_quick_run_measures_every_operation_and_drops_its_databases(
     (contention,) = [case for case in report["cases"] if case["key"] == "7.contention"]
     assert all(side["extra"]["contiguous"] for side in contention["sides"].values())
     (rebuilt,) = [case for case in report["cases"] if case["key"] == REBUILD_KEY]
-    assert set(rebuilt["sides"]) == {LIBRARY, LIBRARY_BATCH, FLOOR, FLOOR_BATCH}
+    assert set(rebuilt["sides"]) == {LIBRARY, LIBRARY_DBAPI, LIBRARY_BATCH, FLOOR, FLOOR_BATCH}
     assert "QUICK RUN" in done.stdout
     assert TARGETS_TITLE in done.stdout

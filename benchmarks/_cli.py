@@ -30,6 +30,7 @@ from benchmarks._growth import growth
 from benchmarks._peer import peer_available
 from benchmarks._plan import Plan, plan_for
 from benchmarks._reads import iterate_stream, load_stream, snapshots
+from benchmarks._rebuild import rebuild
 from benchmarks._report import (
     FEED_NOTE,
     FLOOR_NOTE,
@@ -56,6 +57,7 @@ OPERATIONS: dict[int, tuple[str, Callable[[Bench], list[CaseResult]]]] = {
     6: ("1, 4, 8, 16 threads on their own streams", concurrency),
     7: ("8 threads racing for one stream", contention),
     8: ("table growth: 10^4..10^6 rows (10^7 with --scale)", growth),
+    11: ("projection rebuild from 200,000 events: per-event and batch handlers", rebuild),
 }
 """What ``--only`` selects: each measurement's number (the report's ``op``), what
 it measures, and the function that measures it."""
@@ -109,7 +111,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         choices=sorted(OPERATIONS),
         metavar="OP",
-        help="run only these operations (1-8)",
+        help="run only these operations (listed below)",
     )
     return parser.parse_args(argv)
 

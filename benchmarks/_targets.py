@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from benchmarks._plan import Plan
+from benchmarks._rebuild import targets as rebuild_targets
 from benchmarks._results import CaseResult, Target
 from benchmarks._sides import FLOOR_JSONB, LIBRARY, LIBRARY_NO_NOTIFY
 from benchmarks._stats import per_round_ratios
@@ -149,4 +150,5 @@ def evaluate(cases: Sequence[CaseResult], plan: Plan) -> list[Target]:
                     quick,
                 )
             )
+    targets.extend(rebuild_targets(by_key, plan))
     return targets

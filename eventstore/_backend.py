@@ -121,7 +121,9 @@ class ProjectionSession(Protocol):
     """
 
     checkpoint_each_event: bool
-    """True where handler effects cannot be rolled back with the checkpoint (memory)."""
+    """True where handler effects cannot be rolled back with the checkpoint (memory):
+    the runner then saves it after each event a per-event handler applied (after
+    each batch for a batch handler)."""
 
     def acquire(self, wait: float) -> bool:
         """Take the projection's lock, waiting up to ``wait`` seconds; False if

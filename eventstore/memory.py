@@ -403,8 +403,9 @@ class _AppendWaiter:
 
 
 class _MemoryProjectionSession:
-    """A projection's lock in this store; the checkpoint advances event by event,
-    since a handler's effects in memory cannot be rolled back."""
+    """A projection's lock in this store; the checkpoint advances event by event
+    (batch by batch for a batch handler), since a handler's effects in memory
+    cannot be rolled back."""
 
     checkpoint_each_event = True
 

@@ -1,7 +1,8 @@
 """Checkpointed projections: feed every event of the store, once, to a handler.
 
 A :class:`ProjectionRunner` reads the feed after the projection's checkpoint
-and hands each event to the handler. On PostgreSQL each batch runs in one
+and hands each event to the handler (or each batch, whole, to a batch
+handler). On PostgreSQL each batch runs in one
 transaction with the checkpoint update, and the handler gets that transaction's
 connection: what it writes through it takes effect exactly once, even across
 crashes. A handler with effects outside the database gets each event at least
@@ -52,11 +53,22 @@ from eventstore.feed import (
 from eventstore.records import Position, RecordedEvent
 from eventstore.store import EventStore
 
-__all__ = ["Handler", "Projection", "ProjectionRunner", "SkippedEvent", "check_lock_timeout"]
+__all__ = [
+    "BatchHandler",
+    "Handler",
+    "Projection",
+    "ProjectionRunner",
+    "SkippedEvent",
+    "check_lock_timeout",
+]
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[RecordedEvent, Any], None]
+"""``handler(event, connection)``: applies one event."""
+
+BatchHandler = Callable[[list[RecordedEvent], Any], None]
+"""``handle_batch(events, connection)``: applies a batch's events, in feed order."""
 
 ON_UNDECODABLE = ("raise", "skip")
 """What :class:`Projection` accepts as ``on_undecodable``."""
@@ -86,6 +98,17 @@ class Projection:
     :class:`~eventstore.errors.ProjectionError` and rolls the batch back), nor
     release advisory locks on it.
 
+    ``handle_batch(events, connection)``, given instead of ``handler``, applies
+    a whole batch at once (one multi-row statement, say): ``events`` is the
+    batch's list of events in feed order, never empty, and ``connection`` is as
+    above, with the same rules. On PostgreSQL the call and the checkpoint commit
+    in one transaction, as with ``handler``. In memory the checkpoint moves to
+    the batch's end once the call returns: a batch whose call raised is handed
+    again whole (a per-event handler's checkpoint moves event by event there).
+    The batch is the page the runner read: up to ``batch_size`` events, fewer
+    at the feed's end or before an event that cannot be decoded. Exactly one
+    of ``handler`` and ``handle_batch`` is given (ValidationError otherwise).
+
     ``on_undecodable`` says what an event that cannot be decoded does:
     ``"raise"`` (the default) handles and commits the events before it, then
     raises its :class:`~eventstore.errors.DeserializationError`, with the
@@ -101,18 +124,26 @@ class Projection:
     def __init__(
         self,
         name: str,
-        handler: Handler,
+        handler: Handler | None = None,
         *,
+        handle_batch: BatchHandler | None = None,
         event_types: Iterable[str] | None = None,
         reset: Callable[[Any], None] | None = None,
         on_undecodable: str = "raise",
     ) -> None:
         self.name = check_identifier(name, "projection name")
-        if not callable(handler):
-            raise ValidationError(f"handler must be callable, not {type(handler).__name__}")
+        if (handler is None) == (handle_batch is None):
+            raise ValidationError(
+                "a projection takes a handler (one event at a time) or handle_batch (a "
+                "whole batch at a time): give exactly one of them"
+            )
+        for what, function in (("handler", handler), ("handle_batch", handle_batch)):
+            if function is not None and not callable(function):
+                raise ValidationError(f"{what} must be callable, not {type(function).__name__}")
         if reset is not None and not callable(reset):
             raise ValidationError(f"reset must be callable, not {type(reset).__name__}")
         self.handler = handler
+        self.handle_batch = handle_batch
         if not isinstance(on_undecodable, str) or on_undecodable not in ON_UNDECODABLE:
             raise ValidationError(
                 f'on_undecodable must be "raise" or "skip", not {on_undecodable!r}'
@@ -346,28 +377,36 @@ class ProjectionRunner(Closing):
         batch came up short), so an idle projection writes nothing on a poll. An
         event that cannot be decoded ends the batch: skipped, it is recorded and
         the checkpoint moves past it; otherwise the batch before it commits and
-        its error is raised.
+        its error is raised. A batch handler gets the batch's events in one call,
+        and the checkpoint moves only after it returns (in memory too).
         """
         handler = self.projection.handler
+        handle_batch = self.projection.handle_batch
         with session.transaction() as connection:
             checkpoint = session.load_checkpoint(connection)
             after = checkpoint
             if self._read_on is not None and self._read_on[0] == checkpoint:
                 after = self._read_on[1]
             page = session.read(connection, after, self.batch_size, self._event_types)
+            events = page.events
+            count = len(events)
+            read_to = read_on_from(after, page)  # before a batch handler gets the list
             stored = checkpoint
-            for event in page.events:
-                _apply(handler, event, connection)
-                if session.checkpoint_each_event and event.position is not None:
-                    session.save_checkpoint(connection, event.position)
-                    stored = event.position
-            read_to = read_on_from(after, page)
+            if handle_batch is not None:
+                if events:
+                    _apply(handle_batch, events, connection)
+            elif handler is not None:  # always, for a projection without handle_batch
+                for event in events:
+                    _apply(handler, event, connection)
+                    if session.checkpoint_each_event and event.position is not None:
+                        session.save_checkpoint(connection, event.position)
+                        stored = event.position
             skipped = None
             if page.undecodable is not None and self.projection.on_undecodable == "skip":
                 skipped = page.undecodable
                 session.record_skipped(connection, skipped)
                 read_to = skipped.position
-            if (page.events or skipped) and read_to is not None and read_to != stored:
+            if (count or skipped) and read_to is not None and read_to != stored:
                 session.save_checkpoint(connection, read_to)
                 stored = read_to
         self._read_on = None if read_to is None or read_to == stored else (stored, read_to)
@@ -384,7 +423,7 @@ class ProjectionRunner(Closing):
             )
         elif page.undecodable is not None:
             raise page.undecodable.error
-        return len(page.events), len(page.events) == self.batch_size or skipped is not None
+        return count, count == self.batch_size or skipped is not None
 
 
 def check_lock_timeout(lock_timeout: object) -> float | None:
@@ -405,12 +444,13 @@ class _HandlerError(Exception):
         self.error = error
 
 
-def _apply(handler: Handler, event: RecordedEvent, connection: Any) -> None:
-    """``handler(event, connection)``: an operational database failure in it (a
-    lost connection, a timeout, a conflict) as the library's error, so that
-    ``run()`` knows what to retry; anything else exactly as the handler raised it."""
+def _apply(handler: Callable[[Any, Any], None], what: Any, connection: Any) -> None:
+    """``handler(what, connection)`` (an event, or a batch's list of events): an
+    operational database failure in it (a lost connection, a timeout, a
+    conflict) as the library's error, so that ``run()`` knows what to retry;
+    anything else exactly as the handler raised it."""
     try:
-        handler(event, connection)
+        handler(what, connection)
     except Exception as exc:
         error = translate(exc)
         if isinstance(error, OPERATIONAL_ERRORS):

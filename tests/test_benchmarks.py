@@ -18,6 +18,8 @@ import pytest
 from benchmarks._cli import OPERATIONS, parse_arguments
 from benchmarks._harness import interleave, rotation, run_threads
 from benchmarks._plan import FULL, QUICK, SCALE, plan_for
+from benchmarks._rebuild import FLOOR_BATCH, LIBRARY_BATCH, LIBRARY_DBAPI
+from benchmarks._rebuild import KEY as REBUILD_KEY
 from benchmarks._report import TARGETS_TITLE, build_report, write_json
 from benchmarks._results import CaseResult, SideFigures, case_from_latencies, case_from_rates
 from benchmarks._server import fill_chunks
@@ -177,6 +179,21 @@ def test_targets_pass_and_fail_by_their_limits() -> None:
     assert targets["8 threads vs 1 thread, events/s"].passed is True
     assert targets["iter_events peak RSS growth (MB)"].passed is False
     assert all(t.note == "" for t in targets.values())
+
+
+def test_rebuild_targets_compare_per_event_with_the_floor_and_batch_with_per_event() -> None:
+    rates = {LIBRARY: [800.0, 700.0], LIBRARY_BATCH: [1300.0, 1100.0], FLOOR: [1000.0, 1000.0]}
+    case = case_from_rates(
+        key=REBUILD_KEY, operation=11, title="rebuild", rate_unit="events/s", rates=rates
+    )
+    targets = {t.description: t for t in evaluate([case], FULL)}
+    per_event = targets["rebuild events/s, per-event handler vs floor"]
+    batch = targets["rebuild events/s, batch handler vs per-event handler"]
+    assert per_event.measured == pytest.approx(0.75)
+    assert per_event.passed is False
+    assert batch.measured == pytest.approx((1300 / 800 + 1100 / 700) / 2)
+    assert batch.passed is True
+    assert evaluate([case], QUICK)[0].note == "quick run: not a claim"
 
 
 def test_targets_without_a_peer_cannot_be_judged_and_quick_runs_are_no_claim() -> None:
@@ -339,7 +356,7 @@ def test_options_select_the_plan_and_operations() -> None:
     args = parse_arguments(["--quick", "--only", "1", "7"])
     assert plan_for(quick=args.quick, scale=args.scale) is QUICK
     assert args.only == [1, 7]
-    assert set(OPERATIONS) == set(range(1, 9))
+    assert set(OPERATIONS) >= {*range(1, 9), 11}
     assert SCALE.growth_levels[-1] == 10_000_000
     assert 10_000_000 not in FULL.growth_levels
     assert FULL.growth_layout == "interleaved"
@@ -348,7 +365,7 @@ def test_options_select_the_plan_and_operations() -> None:
     with pytest.raises(SystemExit):
         parse_arguments(["--quick", "--scale"])
     with pytest.raises(SystemExit):
-        parse_arguments(["--only", "9"])
+        parse_arguments(["--only", "99"])
 
 
 # -- the whole suite, quickly --------------------------------------------------------
@@ -396,11 +413,13 @@ def test_quick_run_measures_every_operation_and_drops_its_databases(
     report = json.loads(report_path.read_text())
     assert report["mode"] == "quick"
     assert report["server"]["settings"]["fsync"] in ("on", "off")
-    assert {case["operation"] for case in report["cases"]} == set(range(1, 9))
+    assert {case["operation"] for case in report["cases"]} >= {*range(1, 9), 11}
     for case in report["cases"]:
         assert {LIBRARY, FLOOR} <= set(case["sides"]), case["key"]
         assert LIBRARY in case["versus_floor"], case["key"]
     (contention,) = [case for case in report["cases"] if case["key"] == "7.contention"]
     assert all(side["extra"]["contiguous"] for side in contention["sides"].values())
+    (rebuilt,) = [case for case in report["cases"] if case["key"] == REBUILD_KEY]
+    assert set(rebuilt["sides"]) == {LIBRARY, LIBRARY_DBAPI, LIBRARY_BATCH, FLOOR, FLOOR_BATCH}
     assert "QUICK RUN" in done.stdout
     assert TARGETS_TITLE in done.stdout

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from benchmarks import _bulk_import
 from benchmarks._plan import Plan
 from benchmarks._results import CaseResult, Target
 from benchmarks._sides import FLOOR_JSONB, LIBRARY, LIBRARY_NO_NOTIFY
@@ -149,4 +150,5 @@ def evaluate(cases: Sequence[CaseResult], plan: Plan) -> list[Target]:
                     quick,
                 )
             )
+    targets.extend(_bulk_import.targets(by_key, plan))
     return targets

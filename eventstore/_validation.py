@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
@@ -170,13 +171,50 @@ def check_stored_event(
     check_identifier(stream_id, "stream_id")
     check_int(version, "version", minimum=1)
     event_type = check_identifier(event_type, "event_type")
-    if metadata_text is None:
+    if metadata_text is None or _plain_metadata_accepted(metadata_text):
         return
     try:
         metadata = json.loads(metadata_text, parse_int=_parse_json_int)
     except ValueError as exc:
         raise ValidationError(f"{event_type!r} has metadata that is not JSON ({exc})") from None
     metadata_json(metadata, event_type)
+
+
+def _plain_metadata_accepted(text: str) -> bool:
+    """True when ``text`` is metadata :func:`check_stored_event` accepts, decided by a
+    bare parse; False means "take the full check" (which may accept it too).
+
+    The bare parse decides only texts where it gives the full check's answer: no
+    backslash (so no escaped NUL or lone surrogate), no exponent and no run of
+    300 digits (so every float is finite and every int writable), no more
+    brackets than :data:`MAX_METADATA_DEPTH` (so no deeper nesting), no lone
+    surrogate, no leading or trailing whitespace. Such a text is accepted when
+    it parses (NaN and Infinity refused) as an object or as ``null``.
+    """
+    if _NEEDS_FULL_CHECK(text) is not None:
+        return False
+    if len(text) > MAX_METADATA_DEPTH and text.count("{") + text.count("[") > MAX_METADATA_DEPTH:
+        return False
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+    try:
+        value, end = _SCAN_JSON(text, 0)
+    except (ValueError, StopIteration):
+        return False
+    return end == len(text) and (value is None or type(value) is dict)
+
+
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+_NEEDS_FULL_CHECK = re.compile(r"\\|[0-9][eE]|[0-9]{300}").search
+"""Finds what :func:`_plain_metadata_accepted` leaves to the full check."""
+_SCAN_JSON: Any = json.JSONDecoder(parse_constant=_refuse_constant).scan_once
+"""json's scanner (C when available): one JSON value at an index, no whitespace skipped."""
 
 
 def _may_hold_changed_float(text: str) -> bool:

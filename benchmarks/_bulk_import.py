@@ -131,9 +131,7 @@ def before_tree() -> Iterator[Path | None]:
                 check=True,
                 timeout=60,
             ).stdout
-            subprocess.run(
-                ["tar", "-x", "-C", directory], input=archive, check=True, timeout=60
-            )
+            subprocess.run(["tar", "-x", "-C", directory], input=archive, check=True, timeout=60)
         except (OSError, subprocess.SubprocessError):
             yield None
             return
@@ -153,9 +151,9 @@ def _before_import(tree: Path, url: str, path: Path) -> float:
     return float(result.stdout.strip().splitlines()[-1])
 
 
-def _timed(call: Callable[[], None]) -> float:
+def _timed(call: Callable[..., None], *args: Any) -> float:
     started = time.perf_counter()
-    call()
+    call(*args)
     return time.perf_counter() - started
 
 
@@ -185,9 +183,9 @@ def bulk_import(bench: Bench) -> list[CaseResult]:
             for name in rotation(list(rates), round_number):
                 url = fresh()
                 if name == LIBRARY:
-                    seconds = _timed(lambda: _library_import(url, path))
+                    seconds = _timed(_library_import, url, path)
                 elif name == FLOOR:
-                    seconds = _timed(lambda: raw_copy(url, events))
+                    seconds = _timed(raw_copy, url, events)
                 else:
                     assert tree is not None
                     seconds = _before_import(tree, url, path)
@@ -216,7 +214,8 @@ def _drop(bench: Bench, url: str) -> None:
 
 def _library_import(url: str, path: Path) -> None:
     summary = import_events(url, path)
-    assert summary.ok and summary.events > 0
+    assert summary.ok
+    assert summary.events > 0
 
 
 def targets(by_key: dict[str, CaseResult], plan: Plan) -> list[Target]:

@@ -111,7 +111,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         choices=sorted(OPERATIONS),
         metavar="OP",
-        help="run only these operations (1-8)",
+        help="run only these operations (see below)",
     )
     return parser.parse_args(argv)
 

@@ -185,13 +185,14 @@ def _plain_metadata_accepted(text: str) -> bool:
     bare parse; False means "take the full check" (which may accept it too).
 
     The bare parse decides only texts where it gives the full check's answer: no
-    backslash (so no escaped NUL or lone surrogate), no exponent and no run of
-    300 digits (so every float is finite and every int writable), no more
-    brackets than :data:`MAX_METADATA_DEPTH` (so no deeper nesting), no lone
-    surrogate, no leading or trailing whitespace. Such a text is accepted when
-    it parses (NaN and Infinity refused) as an object or as ``null``.
+    backslash (so no escaped NUL or lone surrogate), no lone surrogate, no more
+    brackets than :data:`MAX_METADATA_DEPTH` (so no deeper nesting), no leading
+    or trailing whitespace; an int too long for Python fails the parse. Such a
+    text is accepted when it parses (NaN and Infinity refused) as ``null`` or as
+    an object, either flat without floats or with no exponent and no run of 300
+    digits anywhere (so every float is finite).
     """
-    if _NEEDS_FULL_CHECK(text) is not None:
+    if "\\" in text:
         return False
     if len(text) > MAX_METADATA_DEPTH and text.count("{") + text.count("[") > MAX_METADATA_DEPTH:
         return False
@@ -204,16 +205,25 @@ def _plain_metadata_accepted(text: str) -> bool:
         value, end = _SCAN_JSON(text, 0)
     except (ValueError, StopIteration):
         return False
-    return end == len(text) and (value is None or type(value) is dict)
+    if end != len(text):
+        return False
+    if value is None:
+        return True
+    if type(value) is not dict:
+        return False
+    return _NO_FLOAT.issuperset(map(type, value.values())) or _MAY_OVERFLOW(text) is None
 
 
 def _refuse_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
 
 
-_NEEDS_FULL_CHECK = re.compile(r"\\|[0-9][eE]|[0-9]{300}").search
-"""Finds what :func:`_plain_metadata_accepted` leaves to the full check."""
-_SCAN_JSON: Any = json.JSONDecoder(parse_constant=_refuse_constant).scan_once
+_NO_FLOAT = frozenset({str, int, bool, type(None)})
+"""The value types of a flat object that holds no float."""
+_MAY_OVERFLOW = re.compile(r"[0-9](?:[eE]|[0-9]{299})").search
+"""Finds an exponent or a run of 300 digits: where a float may have overflowed."""
+_JSON_DECODER: Any = json.JSONDecoder(parse_constant=_refuse_constant)
+_SCAN_JSON: Any = _JSON_DECODER.scan_once
 """json's scanner (C when available): one JSON value at an index, no whitespace skipped."""
 
 

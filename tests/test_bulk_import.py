@@ -1,6 +1,6 @@
 """The import's fast path: metadata decided by a bare parse, every column through
 binary COPY with edge values, and what a failed or interrupted import leaves
-behind (nothing).
+behind (nothing); ``bulk_append`` on the same path.
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ import cbor2
 import psycopg
 import pytest
 
-from eventstore import migrations
+from eventstore import NewEvent, PostgresEventStore, migrations
+from eventstore._sql import NOTIFY_CHANNEL
 from eventstore._validation import (
     _parse_json_int,
     _plain_metadata_accepted,
@@ -24,7 +26,7 @@ from eventstore._validation import (
     metadata_json,
 )
 from eventstore.errors import ValidationError
-from eventstore.transfer import FORMAT_NAME, TransferError, import_events
+from eventstore.transfer import FORMAT_NAME, TransferError, bulk_append, import_events
 from eventstore.urls import normalize_url
 
 UTC = timezone.utc
@@ -236,3 +238,107 @@ def test_an_import_interrupted_in_the_middle_of_its_copy_leaves_nothing(
     # The same connection pool's next import works: nothing was left half-done.
     whole = io.BytesIO(data)
     assert import_events(target, whole).events == 30_000
+
+
+# -- bulk_append ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def store(target: str) -> Iterator[PostgresEventStore]:
+    with PostgresEventStore.from_url(target) as opened:
+        yield opened
+
+
+def feed(url: str) -> list[tuple[str, int, str]]:
+    with psycopg.connect(libpq(url)) as connection:
+        return [
+            (stream_id, version, event_type)
+            for stream_id, version, event_type in connection.execute(
+                "SELECT stream_id, version, event_type FROM events "
+                "ORDER BY transaction_id, position"
+            )
+        ]
+
+
+def test_bulk_append_appends_each_stream_at_its_expected_version_and_refuses_the_others(
+    store: PostgresEventStore, target: str
+) -> None:
+    store.append_events("old", [NewEvent("Old", {"n": 1})], expected_version=0)
+    store.append_events("stale", [NewEvent("Old", {"n": 1})], expected_version=0)
+
+    summary = bulk_append(
+        store,
+        [
+            ("new", 0, [NewEvent("A", {"n": 1}, metadata={"ü": "é"}), NewEvent("B", {"n": 2})]),
+            ("old", 1, [NewEvent("C", {"n": 3})]),
+            ("stale", 0, [NewEvent("D", {"n": 4})]),
+            ("late", 3, [NewEvent("E", {"n": 5})]),
+        ],
+    )
+
+    assert (summary.events, summary.streams, summary.ok) == (3, 2, False)
+    assert [(r.stream_id, r.first_version, r.target_version) for r in summary.refused] == [
+        ("stale", 1, 1),
+        ("late", 4, 0),
+    ]
+    assert feed(target) == [
+        ("old", 1, "Old"),
+        ("stale", 1, "Old"),
+        ("new", 1, "A"),
+        ("new", 2, "B"),
+        ("old", 2, "C"),
+    ]
+    loaded = store.load_events("new")
+    assert [(e.data, e.metadata) for e in loaded] == [({"n": 1}, {"ü": "é"}), ({"n": 2}, None)]
+
+
+@pytest.mark.parametrize(
+    ("streams", "problem"),
+    [
+        ([("a", 0, [NewEvent("E", {})]), ("b", 0, [NewEvent("E", {}, metadata=[1])])], "metadata"),
+        ([("a", 0, [NewEvent("E", {})]), ("a", 1, [NewEvent("E", {})])], "given twice"),
+        ([("a", 0, [NewEvent("E", {})]), ("b", 0, [])], "empty"),
+        ([("a", -1, [NewEvent("E", {})])], "expected_version must be >= 0"),
+        ([("a", 2**63 - 1, [NewEvent("E", {})])], "largest version"),
+        ([("a", 0)], "tuple"),
+    ],
+    ids=["bad metadata", "stream twice", "no events", "negative version", "past 2**63-1", "shape"],
+)
+def test_bulk_append_checks_everything_before_it_writes(
+    store: PostgresEventStore, target: str, streams: list[Any], problem: str
+) -> None:
+    with pytest.raises(ValidationError, match=problem):
+        bulk_append(store, streams)
+
+    assert leftovers(target) == (0, 0, 0)
+
+
+def test_bulk_append_refuses_a_stream_written_while_it_runs(
+    store: PostgresEventStore, target: str
+) -> None:
+    def write_late_stream(phase: str, done: int, total: int | None) -> None:
+        # Called once the streams are accepted, before the first batch commits.
+        if (phase, done) == ("writing", 0):
+            store.append_events("late", [NewEvent("Other", {})], expected_version=0)
+
+    summary = bulk_append(
+        store,
+        [("late", 0, [NewEvent("E", {})]), ("kept", 0, [NewEvent("E", {})])],
+        progress=write_late_stream,
+    )
+
+    assert [refused.stream_id for refused in summary.refused] == ["late"]
+    assert feed(target) == [("late", 1, "Other"), ("kept", 1, "E")]
+
+
+@pytest.mark.parametrize("notify", [True, False])
+def test_bulk_append_wakes_subscribers_unless_the_store_does_not_notify(
+    target: str, notify: bool
+) -> None:
+    with psycopg.connect(libpq(target), autocommit=True) as listener:
+        listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        with PostgresEventStore.from_url(target, notify=notify) as quiet_or_not:
+            bulk_append(quiet_or_not, [("s", 0, [NewEvent("E", {})])])
+        woken = list(listener.notifies(timeout=1.0, stop_after=1))
+
+    assert len(woken) == (1 if notify else 0)

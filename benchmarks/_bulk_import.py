@@ -11,6 +11,9 @@ between rounds:
 - ``floor``: the cheapest raw load of the same rows, already in memory as
   Python tuples: one psycopg binary ``COPY events (...) FROM STDIN`` in one
   transaction, no checks, no staging;
+- ``library/bulk-append``: :func:`eventstore.transfer.bulk_append` of the same
+  events as ``NewEvent`` objects grouped by stream (payload dicts CBOR-encoded
+  and metadata checked per event, as ``append_events`` does), every stream new;
 - ``library/before``: the import as it was at :data:`BEFORE` (the commit before
   the import's fast path), extracted with ``git archive`` and run in a child
   process that times only the ``import_events`` call; left out (with a note)
@@ -40,10 +43,12 @@ from benchmarks._harness import rotation
 from benchmarks._plan import Plan
 from benchmarks._results import CaseResult, Target, case_from_rates
 from benchmarks._sides import FLOOR, LIBRARY, libpq_url
-from eventstore import migrations
-from eventstore.transfer import import_events
+from eventstore import NewEvent, PostgresEventStore, migrations
+from eventstore.transfer import StreamAppend, bulk_append, import_events
 from eventstore.transfer._format import ItemWriter
 
+LIBRARY_BULK = "library/bulk-append"
+"""The side that writes the same events through ``bulk_append``."""
 LIBRARY_BEFORE = "library/before"
 """The side that runs the import as it was at :data:`BEFORE`."""
 BEFORE = "a33449c45acdc29bd49d0c74e1f6348b0e7c37bd"
@@ -91,6 +96,17 @@ def write_export(path: Path, events: Sequence[Row]) -> None:
         for row in events:
             writer.event(*row)
         writer.end({"events": len(events), "streams": streams, "snapshots": 0})
+
+
+def new_streams(events: Sequence[Row]) -> list[StreamAppend]:
+    """The same events as ``bulk_append`` takes them: one new stream per stream id,
+    payloads as dicts, metadata as dicts."""
+    grouped: dict[str, list[NewEvent]] = {}
+    for stream_id, _, event_type, data, metadata, _ in events:
+        grouped.setdefault(stream_id, []).append(
+            NewEvent(event_type, json.loads(data), metadata=json.loads(metadata))
+        )
+    return [(stream_id, 0, stream) for stream_id, stream in grouped.items()]
 
 
 def raw_copy(url: str, events: Sequence[Row]) -> None:
@@ -163,7 +179,8 @@ def bulk_import(bench: Bench) -> list[CaseResult]:
     plan = bench.plan
     count = _EVENTS[plan.mode]
     events = rows(count)
-    rates: dict[str, list[float]] = {LIBRARY: [], FLOOR: []}
+    streams = new_streams(events)
+    rates: dict[str, list[float]] = {LIBRARY: [], FLOOR: [], LIBRARY_BULK: []}
     extra: dict[str, Any] = {"events": count}
     with tempfile.TemporaryDirectory(prefix="es-import-") as directory, before_tree() as tree:
         path = Path(directory) / "events.cbor"
@@ -186,6 +203,8 @@ def bulk_import(bench: Bench) -> list[CaseResult]:
                     seconds = _timed(_library_import, url, path)
                 elif name == FLOOR:
                     seconds = _timed(raw_copy, url, events)
+                elif name == LIBRARY_BULK:
+                    seconds = _bulk(url, streams)
                 else:
                     assert tree is not None
                     seconds = _before_import(tree, url, path)
@@ -210,6 +229,16 @@ def _drop(bench: Bench, url: str) -> None:
     with psycopg.connect(libpq_url(bench.scratch.server_url), autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     bench.scratch.names.remove(name)
+
+
+def _bulk(url: str, streams: list[StreamAppend]) -> float:
+    """Seconds ``bulk_append`` takes (the store is opened before the clock starts)."""
+    with PostgresEventStore.from_url(url) as store:
+        started = time.perf_counter()
+        summary = bulk_append(store, streams)
+        seconds = time.perf_counter() - started
+    assert summary.ok
+    return seconds
 
 
 def _library_import(url: str, path: Path) -> None:

@@ -41,7 +41,8 @@ def bulk_append(
     ``streams`` yields ``(stream_id, expected_version, events)``: ``events`` as
     :meth:`append_events` takes them (not empty), ``expected_version`` an int,
     the version the stream must be at (0: it must not exist yet; the
-    ``StreamState`` values are not taken). A stream may appear only once.
+    ``StreamState`` values are not taken). A stream may appear only once (its id
+    is kept in memory to check this).
 
     Every event is checked and encoded first: a bad event, a stream given twice
     or without events raises :class:`ValidationError` and nothing is appended.
@@ -68,7 +69,7 @@ def bulk_append(
         stack.callback(drop_stage, connection)
         with connection.transaction():
             connection.execute(_sql.STAGE_TABLES)
-            (now,) = one(connection, "SELECT now()")
+            (now,) = one(connection, _sql.NOW)
             _stage(connection, store, streams, now)
             connection.execute(_sql.INDEX_STAGE)
             accept_streams(connection)

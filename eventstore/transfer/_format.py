@@ -264,14 +264,10 @@ class ItemReader:
     def events(self) -> Iterator[EventRow]:
         """The events that follow the header, each checked, up to the first item
         that is not an event."""
-        check = self._checked_event
-        item = self._peek()
-        while type(item) is list and item and item[0] == EVENT:  # _is(item, EVENT), inlined
-            self._read_ahead = False
-            event = check(item)
+        while _is(self._peek(), EVENT):
+            event = self._checked_event(self._take())
             self.events_read += 1
             yield event
-            item = self._peek()
 
     def snapshots(self) -> Iterator[SnapshotRow]:
         """The snapshots that follow the events, each checked, up to the first item
@@ -384,7 +380,7 @@ class ItemReader:
             return _EOF
         item, raw = decoded
         self.index += 1
-        if not (type(item) is list and item and item[0] == END):  # _is(item, END), inlined
+        if not _is(item, END):
             self._hash.update(raw)
         return item
 

@@ -24,6 +24,7 @@ from typing import Any
 from rich.console import Console
 
 from benchmarks._appends import batch_appends, single_appends
+from benchmarks._bulk_import import bulk_import
 from benchmarks._concurrency import concurrency, contention
 from benchmarks._context import Bench
 from benchmarks._growth import growth
@@ -58,6 +59,7 @@ OPERATIONS: dict[int, tuple[str, Callable[[Bench], list[CaseResult]]]] = {
     7: ("8 threads racing for one stream", contention),
     8: ("table growth: 10^4..10^6 rows (10^7 with --scale)", growth),
     11: ("projection rebuild from 200,000 events: per-event and batch handlers", rebuild),
+    12: ("import of 200,000 events vs raw binary COPY", bulk_import),
 }
 """What ``--only`` selects: each measurement's number (the report's ``op``), what
 it measures, and the function that measures it."""

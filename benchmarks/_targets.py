@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from benchmarks import _bulk_import
 from benchmarks._plan import Plan
 from benchmarks._rebuild import targets as rebuild_targets
 from benchmarks._results import CaseResult, Target
@@ -151,4 +152,5 @@ def evaluate(cases: Sequence[CaseResult], plan: Plan) -> list[Target]:
                 )
             )
     targets.extend(rebuild_targets(by_key, plan))
+    targets.extend(_bulk_import.targets(by_key, plan))
     return targets

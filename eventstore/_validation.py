@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
@@ -170,13 +171,60 @@ def check_stored_event(
     check_identifier(stream_id, "stream_id")
     check_int(version, "version", minimum=1)
     event_type = check_identifier(event_type, "event_type")
-    if metadata_text is None:
+    if metadata_text is None or _plain_metadata_accepted(metadata_text):
         return
     try:
         metadata = json.loads(metadata_text, parse_int=_parse_json_int)
     except ValueError as exc:
         raise ValidationError(f"{event_type!r} has metadata that is not JSON ({exc})") from None
     metadata_json(metadata, event_type)
+
+
+def _plain_metadata_accepted(text: str) -> bool:
+    """True when ``text`` is metadata :func:`check_stored_event` accepts, decided by a
+    bare parse; False means "take the full check" (which may accept it too).
+
+    The bare parse decides only texts where it gives the full check's answer: no
+    backslash (so no escaped NUL or lone surrogate), no lone surrogate, no more
+    brackets than :data:`MAX_METADATA_DEPTH` (so no deeper nesting), no leading
+    or trailing whitespace; an int too long for Python fails the parse. Such a
+    text is accepted when it parses (NaN and Infinity refused) as ``null`` or as
+    an object, either flat without floats or with no exponent and no run of 300
+    digits anywhere (so every float is finite).
+    """
+    if "\\" in text:
+        return False
+    if len(text) > MAX_METADATA_DEPTH and text.count("{") + text.count("[") > MAX_METADATA_DEPTH:
+        return False
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+    try:
+        value, end = _SCAN_JSON(text, 0)
+    except (ValueError, StopIteration):
+        return False
+    if end != len(text):
+        return False
+    if value is None:
+        return True
+    if type(value) is not dict:
+        return False
+    return _NO_FLOAT.issuperset(map(type, value.values())) or _MAY_OVERFLOW(text) is None
+
+
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+_NO_FLOAT = frozenset({str, int, bool, type(None)})
+"""The value types of a flat object that holds no float."""
+_MAY_OVERFLOW = re.compile(r"[0-9](?:[eE]|[0-9]{299})").search
+"""Finds an exponent or a run of 300 digits: where a float may have overflowed."""
+_JSON_DECODER: Any = json.JSONDecoder(parse_constant=_refuse_constant)
+_SCAN_JSON: Any = _JSON_DECODER.scan_once
+"""json's scanner (C when available): one JSON value at an index, no whitespace skipped."""
 
 
 def _may_hold_changed_float(text: str) -> bool:

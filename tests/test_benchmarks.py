@@ -356,7 +356,7 @@ def test_options_select_the_plan_and_operations() -> None:
     args = parse_arguments(["--quick", "--only", "1", "7"])
     assert plan_for(quick=args.quick, scale=args.scale) is QUICK
     assert args.only == [1, 7]
-    assert set(OPERATIONS) >= {*range(1, 9), 11}
+    assert set(OPERATIONS) >= {*range(1, 9), 11, 12}
     assert SCALE.growth_levels[-1] == 10_000_000
     assert 10_000_000 not in FULL.growth_levels
     assert FULL.growth_layout == "interleaved"
@@ -413,7 +413,7 @@ def test_quick_run_measures_every_operation_and_drops_its_databases(
     report = json.loads(report_path.read_text())
     assert report["mode"] == "quick"
     assert report["server"]["settings"]["fsync"] in ("on", "off")
-    assert {case["operation"] for case in report["cases"]} >= {*range(1, 9), 11}
+    assert {case["operation"] for case in report["cases"]} == set(OPERATIONS)
     for case in report["cases"]:
         assert {LIBRARY, FLOOR} <= set(case["sides"]), case["key"]
         assert LIBRARY in case["versus_floor"], case["key"]
@@ -423,3 +423,8 @@ def test_quick_run_measures_every_operation_and_drops_its_databases(
     assert set(rebuilt["sides"]) == {LIBRARY, LIBRARY_DBAPI, LIBRARY_BATCH, FLOOR, FLOOR_BATCH}
     assert "QUICK RUN" in done.stdout
     assert TARGETS_TITLE in done.stdout
+    (bulk,) = [case for case in report["cases"] if case["key"] == "12.import"]
+    assert bulk["extra"]["events"] == 2_000
+    assert {target["description"] for target in report["targets"] if target["operation"] == 12} >= {
+        "import events/s vs raw binary COPY"
+    }

@@ -13,12 +13,16 @@ the database in bounded memory (``_export.py``). An import verifies the whole
 file before it writes anything, refuses the streams whose versions the target
 already has, and imports each of the others whole, in file order (``_import.py``).
 The statements both send are in ``_sql.py``.
+
+:func:`bulk_append` writes the events of many streams at once on the import's
+path, each stream at an expected version (``_bulk.py``).
 """
 
 from __future__ import annotations
 
 from eventstore._import_summary import ImportSummary, RefusedStream
 from eventstore.errors import TransferError
+from eventstore.transfer._bulk import StreamAppend, bulk_append
 from eventstore.transfer._common import ProgressCallback
 from eventstore.transfer._export import ExportSummary, export_events
 from eventstore.transfer._format import FORMAT_NAME, FORMAT_VERSION
@@ -31,7 +35,9 @@ __all__ = [
     "ImportSummary",
     "ProgressCallback",
     "RefusedStream",
+    "StreamAppend",
     "TransferError",
+    "bulk_append",
     "export_events",
     "import_events",
 ]

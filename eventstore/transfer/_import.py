@@ -95,13 +95,13 @@ def import_events(
         if stream is not raw:
             stack.callback(stream.close)
         connection, _ = stack.enter_context(connection_at_head(target, "target"))
-        stack.callback(_drop_stage, connection)
+        stack.callback(drop_stage, connection)
         with connection.transaction():
             items = ItemReader(stream, name)
             header, end = _stage(connection, items, progress)
             _verify(connection, items, header, end)
-            _accept(connection)
-        return _commit(connection, batch_events, started, progress)
+            accept_streams(connection)
+        return commit_accepted(connection, batch_events, started, progress)
 
 
 def _stage(
@@ -167,7 +167,7 @@ def _verify(
         )
 
 
-def _accept(connection: psycopg.Connection[Any]) -> None:
+def accept_streams(connection: psycopg.Connection[Any]) -> None:
     """Accept the streams whose first version in the file follows the target's; drop
     the staged events of the others."""
     everything = {"all": True, "low": 0, "high": 0}
@@ -175,14 +175,17 @@ def _accept(connection: psycopg.Connection[Any]) -> None:
         run(connection, _sql.DROP_REFUSED, everything)
 
 
-def _commit(
+def commit_accepted(
     connection: psycopg.Connection[Any],
     batch_events: int,
     started: float,
     progress: ProgressCallback | None,
+    *,
+    notify: bool = True,
 ) -> ImportSummary:
-    """Insert the accepted streams in batches of whole streams, one transaction each;
-    return what was inserted and what was refused."""
+    """Insert the accepted streams in batches of whole streams, one transaction each
+    (each sending the store's NOTIFY unless ``notify`` is false); return what was
+    inserted and what was refused."""
     batches = connection.execute(_sql.BATCHES, {"batch": batch_events}).fetchall()
     connection.commit()
     total = sum(int(count) for _, _, count in batches)
@@ -217,7 +220,8 @@ def _commit(
                     inserted = run(connection, _sql.INSERT_EVENTS, bounds)
                     saved = run(connection, _sql.INSERT_SNAPSHOTS, bounds)
                     (batch_streams,) = one(connection, _sql.BATCH_STREAMS, bounds)
-                    connection.execute(_sql.NOTIFY, (NOTIFY_CHANNEL,))
+                    if notify:
+                        connection.execute(_sql.NOTIFY, (NOTIFY_CHANNEL,))
             except psycopg.errors.UniqueViolation:
                 # A writer appended to one of these streams after the check: check again.
                 if attempt == _BATCH_ATTEMPTS - 1:
@@ -236,7 +240,7 @@ def _commit(
     return summary()
 
 
-def _drop_stage(connection: psycopg.Connection[Any]) -> None:
+def drop_stage(connection: psycopg.Connection[Any]) -> None:
     """Drop the temporary tables, so a pooled connection goes back clean."""
     if connection.closed or connection.info.transaction_status not in (
         psycopg.pq.TransactionStatus.IDLE,

@@ -209,6 +209,8 @@ BATCH_STREAMS = """
 SELECT count(*) FROM pg_temp.eventstore_import_streams
 WHERE accepted AND first_ordinal BETWEEN %(low)s::bigint AND %(high)s::bigint
 """
+NOW = "SELECT now()"
+"""The server's time at the start of the transaction: ``created_at`` of a bulk append."""
 NOTIFY = "SELECT pg_notify(%s, '')"
 """Wakes the target's subscribers (the channel name is the parameter)."""
 REFUSED = """
@@ -232,6 +234,7 @@ STATEMENTS = (
     COPY_EVENTS,
     COPY_SNAPSHOTS,
     INDEX_STAGE,
+    NOW,
     STREAM_COUNT,
     BROKEN_SEQUENCE,
     CHECK_METADATA,

@@ -40,7 +40,7 @@ from eventstore import (
 )
 from eventstore.embedded import embedded_available
 from eventstore.migrations import upgrade
-from eventstore.pytest_plugin import _empty_tables
+from eventstore.pytest_plugin import empty_store_tables
 from eventstore.urls import normalize_url
 
 NAME = "batched"
@@ -162,7 +162,7 @@ def event_store(
     eventstore_database_url: str, cleaning_engine: Engine, eventstore_registry: EventRegistry
 ) -> Iterator[PostgresEventStore]:
     """A store on this module's server, its tables emptied before the test."""
-    _empty_tables(cleaning_engine)
+    empty_store_tables(cleaning_engine)
     store = PostgresEventStore.from_url(eventstore_database_url, registry=eventstore_registry)
     try:
         yield store

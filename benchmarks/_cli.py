@@ -27,6 +27,8 @@ from benchmarks._appends import batch_appends, single_appends
 from benchmarks._concurrency import concurrency, contention
 from benchmarks._context import Bench
 from benchmarks._growth import growth
+from benchmarks._latency import latency
+from benchmarks._notify import notify_throughput
 from benchmarks._peer import peer_available
 from benchmarks._plan import Plan, plan_for
 from benchmarks._reads import iterate_stream, load_stream, snapshots
@@ -56,6 +58,11 @@ OPERATIONS: dict[int, tuple[str, Callable[[Bench], list[CaseResult]]]] = {
     6: ("1, 4, 8, 16 threads on their own streams", concurrency),
     7: ("8 threads racing for one stream", contention),
     8: ("table growth: 10^4..10^6 rows (10^7 with --scale)", growth),
+    9: (
+        "1, 4, 8 writer threads with a live subscription, notify=True and False",
+        notify_throughput,
+    ),
+    10: ("append-to-delivery latency, same and another process, idle and under load", latency),
 }
 """What ``--only`` selects: each measurement's number (the report's ``op``), what
 it measures, and the function that measures it."""
@@ -109,7 +116,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         choices=sorted(OPERATIONS),
         metavar="OP",
-        help="run only these operations (1-8)",
+        help="run only these operations (1-10)",
     )
     return parser.parse_args(argv)
 

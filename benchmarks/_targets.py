@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from benchmarks._latency import targets as latency_targets
+from benchmarks._notify import targets as notify_targets
 from benchmarks._plan import Plan
 from benchmarks._results import CaseResult, Target
 from benchmarks._sides import FLOOR_JSONB, LIBRARY, LIBRARY_NO_NOTIFY
@@ -149,4 +151,6 @@ def evaluate(cases: Sequence[CaseResult], plan: Plan) -> list[Target]:
                     quick,
                 )
             )
+    targets.extend(notify_targets(by_key, plan))
+    targets.extend(latency_targets(by_key, plan))
     return targets

@@ -25,11 +25,11 @@ from collections.abc import Callable
 
 from benchmarks._context import Bench
 from benchmarks._floor import FloorSide
-from benchmarks._harness import rotation, run_threads
+from benchmarks._harness import interleave, rotation, run_threads
 from benchmarks._latency import POLL_INTERVAL, follow_floor, follow_library
 from benchmarks._library import LibrarySide
 from benchmarks._plan import Plan
-from benchmarks._results import CaseResult, Target, case_from_rates
+from benchmarks._results import CaseResult, Target, case_from_latencies, case_from_rates
 from benchmarks._sides import FLOOR, LIBRARY, LIBRARY_NO_NOTIFY
 
 FLOOR_NOTIFY_IN_COMMIT = "floor/notify-in-commit"
@@ -37,6 +37,9 @@ FLOOR_NOTIFY_IN_COMMIT = "floor/notify-in-commit"
 _THREADS = (1, 4, 8)
 _ROUNDS = {"full": 3, "quick": 1, "scale": 3}
 _SECONDS = {"full": 2.0, "quick": 0.2, "scale": 2.0}
+_SINGLE_CALLS = {"full": 300, "quick": 20, "scale": 300}
+"""Timed single appends per side per round (no subscriber): the notifier's cost on
+one appender's latency."""
 
 Append = Callable[[str, int, int], int]
 
@@ -83,11 +86,58 @@ def _rate_with_subscriber(
     return written / run.seconds
 
 
+def _single_appends(bench: Bench, url: str) -> CaseResult:
+    """One thread's single-event append p50: ``notify=True`` (the silent insert,
+    then a signal to the notifier, whose thread sends the NOTIFY meanwhile) against
+    ``notify=False`` on the same pool, and the raw silent insert; interleaved."""
+    plan = bench.plan
+    library = LibrarySide(url, pool_size=1)
+    quiet = library.without_notify()
+    floor = FloorSide(url)
+    try:
+        assert quiet is not None
+        versions = {LIBRARY: 0, LIBRARY_NO_NOTIFY: 0, FLOOR: 0}
+        appends: dict[str, Append] = {
+            LIBRARY: library.append,
+            LIBRARY_NO_NOTIFY: quiet.append,
+            FLOOR: floor.append_no_notify,
+        }
+
+        def call(name: str) -> Callable[[], object]:
+            stream_id = f"single-{bench.run_id}-{name}"
+
+            def append() -> None:
+                versions[name] = appends[name](stream_id, versions[name], 1)
+
+            return append
+
+        samples = interleave(
+            {name: call(name) for name in appends},
+            rounds=_ROUNDS[plan.mode] * 3,
+            per_round=_SINGLE_CALLS[plan.mode],
+            warmup=plan.warmup,
+        )
+    finally:
+        library.close()
+        floor.close()
+    return case_from_latencies(
+        key="9.single",
+        operation=9,
+        title="single append p50, notify=True (notifier) vs notify=False",
+        basis="time",
+        units_per_call=1,
+        rate_unit="events/s",
+        samples=samples,
+    )
+
+
 def notify_throughput(bench: Bench) -> list[CaseResult]:
-    """Total events/s of 1, 4 and 8 writers with a live subscriber, per side."""
+    """Total events/s of 1, 4 and 8 writers with a live subscriber, per side; and
+    one appender's single-append p50 with and without the notifier."""
     plan = bench.plan
     url = bench.database("notify")
-    cases = []
+    bench.log("single appends, notify=True and False")
+    cases = [_single_appends(bench, url)]
     for threads in _THREADS:
         bench.log(f"{threads} writer(s) with a live subscription")
         library = LibrarySide(url, pool_size=threads)
@@ -124,9 +174,9 @@ def notify_throughput(bench: Bench) -> list[CaseResult]:
                 extra={"threads": threads, "seconds_per_run": _SECONDS[plan.mode]},
             )
         )
-    one = next((case for case in cases if case.extra["threads"] == 1), None)
+    one = next((case for case in cases if case.extra.get("threads") == 1), None)
     if one is not None:
-        for case in cases:
+        for case in cases[1:]:
             for name, figures in case.sides.items():
                 base = one.sides[name].rate
                 if base and figures.rate is not None:
@@ -139,12 +189,28 @@ def targets(by_key: dict[str, CaseResult], plan: Plan) -> list[Target]:
     from benchmarks._stats import per_round_ratios
     from benchmarks._targets import _check
 
-    if "9.writers8" not in by_key:
-        return []
     quick = "" if plan.is_claim else "quick run: not a claim"
+    found = []
+    if "9.single" in by_key:
+        single = by_key["9.single"].sides
+        found.append(
+            _check(
+                9,
+                "single append p50, notify=True (notifier) vs notify=False",
+                per_round_ratios(
+                    single[LIBRARY].per_round, single[LIBRARY_NO_NOTIFY].per_round
+                ).median,
+                "<=",
+                1.03,
+                quick,
+            )
+        )
+    if "9.writers8" not in by_key:
+        return found
     sides = by_key["9.writers8"].sides
     versus_quiet = per_round_ratios(sides[LIBRARY].per_round, sides[LIBRARY_NO_NOTIFY].per_round)
     return [
+        *found,
         _check(
             9,
             "8 writers + live subscriber, notify=True vs notify=False",

@@ -54,6 +54,9 @@ connection when it ends."""
 
 _ERRORS = (psycopg.Error, sqlalchemy.exc.SQLAlchemyError)
 
+_NOTIFY = NOTIFY.encode()
+_TUPLES_OK = psycopg.pq.ExecStatus.TUPLES_OK
+
 
 class Notifier:
     """One store's wake-ups for its autocommit appends.
@@ -171,7 +174,12 @@ class Notifier:
         if connection is None:
             connection = connection_outside_pool(self._engine, NOTIFIER_SESSION)
         try:
-            connection.execute(NOTIFY, prepare=True)
+            # libpq directly, without a cursor: the one statement, no parameters
+            # and no result to adapt, with the GIL released while it waits, so
+            # the appenders' threads lose as little as possible to this one.
+            result = connection.pgconn.exec_(_NOTIFY)
+            if result.status != _TUPLES_OK:
+                raise psycopg.OperationalError(result.get_error_message() or "the NOTIFY failed")
         except BaseException:
             close_quietly(connection)
             raise

@@ -149,7 +149,10 @@ def notify_throughput(bench: Bench) -> list[CaseResult]:
                 LIBRARY: ([library.append] * threads, follow_library),
                 LIBRARY_NO_NOTIFY: ([quiet.append] * threads, follow_library),
                 FLOOR: ([floor.append_no_notify for floor in floors], follow_floor),
-                FLOOR_NOTIFY_IN_COMMIT: ([floor.append for floor in floors], follow_floor),
+                FLOOR_NOTIFY_IN_COMMIT: (
+                    [floor.append_notify_in_commit for floor in floors],
+                    follow_floor,
+                ),
             }
             names = list(ways)
             rates: dict[str, list[float]] = {name: [] for name in names}

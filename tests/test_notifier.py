@@ -232,6 +232,23 @@ def test_a_burst_of_signals_sends_a_handful_of_notifies(
     assert 1 <= len(notes) <= 3
 
 
+def test_close_sends_the_wake_up_still_owed(url: str, listener: psycopg.Connection[Any]) -> None:
+    """A commit signalled while the thread waits out its interval is notified when
+    the store closes (the writers of a process that exits right after appending)."""
+    engine = create_engine(normalize_url(url))
+    notifier = Notifier(engine, interval=30.0)
+    try:
+        notifier.signal()
+        assert len(_notifications(listener, 2.0)) == 1
+        notifier.signal()  # owed: the next NOTIFY is 30 s away
+        assert _notifications(listener, 0.3) == []
+        notifier.close()
+        assert len(_notifications(listener, 2.0)) == 1, "the owed wake-up was dropped"
+    finally:
+        notifier.close()
+        engine.dispose()
+
+
 def test_1000_appends_send_at_most_one_notify_per_interval(
     url: str, listener: psycopg.Connection[Any]
 ) -> None:

@@ -33,7 +33,7 @@ import sqlalchemy.exc
 from sqlalchemy.engine import Engine
 
 from eventstore._engines import close_quietly, connection_outside_pool
-from eventstore._sql import NOTIFIER_SESSION, NOTIFY
+from eventstore._sql import NOTIFY
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ class Notifier:
     def _send(self, connection: psycopg.Connection[Any] | None) -> psycopg.Connection[Any]:
         """Send one NOTIFY, on ``connection`` or on a new one; return the connection."""
         if connection is None:
-            connection = connection_outside_pool(self._engine, NOTIFIER_SESSION)
+            connection = connection_outside_pool(self._engine)
         try:
             # libpq directly, without a cursor: the one statement, no parameters
             # and no result to adapt, with the GIL released while it waits, so

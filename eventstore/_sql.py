@@ -260,15 +260,14 @@ DELETE_SNAPSHOT = f"DELETE FROM {SNAPSHOTS} WHERE stream_id = :stream_id"
 LISTEN = f"LISTEN {NOTIFY_CHANNEL}"
 """What the store's listening connection runs once (see :mod:`eventstore._listen`)."""
 
-NOTIFY = f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"
+NOTIFY = f"SELECT set_config('synchronous_commit', 'off', true), pg_notify('{NOTIFY_CHANNEL}', '')"
 """The wake-up the store's notifier sends, in autocommit, after appends committed
 (see :mod:`eventstore._notifier`): the same channel and empty payload as the
-in-transaction NOTIFY of :data:`APPEND`."""
-
-NOTIFIER_SESSION = "SET synchronous_commit = off"
-"""Run once on the notifier's connection: a NOTIFY's transaction is given an id,
+in-transaction NOTIFY of :data:`APPEND`. A NOTIFY's transaction is given an id,
 so its commit would wait for a WAL flush; a wake-up needs no durability (it is
-delivered at commit either way), so it need not wait."""
+delivered at commit either way), so this one transaction commits asynchronously
+(``set_config(..., true)`` is ``SET LOCAL``: nothing outlives the statement,
+even behind a pooler that hands the server connection to someone else)."""
 
 PSYCOPG_STATEMENTS: dict[str, str] = {
     "APPEND": APPEND,
@@ -307,7 +306,6 @@ PSYCOPG_STATEMENTS: dict[str, str] = {
     "BUSY_QUERY": BUSY_QUERY,
     "LISTEN": LISTEN,
     "NOTIFY": NOTIFY,
-    "NOTIFIER_SESSION": NOTIFIER_SESSION,
 }
 """Every complete psycopg statement here, by name (for the test that PREPAREs them)."""
 

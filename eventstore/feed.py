@@ -155,6 +155,10 @@ class Subscription(Iterator[RecordedEvent], Closing):
         self._buffer: deque[RecordedEvent] = deque()
         self._read_on_from: Position | None = None  # where to go once the buffer is delivered
         self._undecodable: UndecodableEvent | None = None  # raised once the buffer is delivered
+        # The last read came up short: once its events are delivered, wait before
+        # reading again (the waiter was armed before that read, so a commit after
+        # it still ends the wait at once).
+        self._caught_up = False
         self._stopped = threading.Event()
         self._failed_reads = 0  # in a row: the first is logged as a WARNING, the rest as DEBUG
         # Closes the waiter once: on close(), or when the subscription is collected.
@@ -189,6 +193,10 @@ class Subscription(Iterator[RecordedEvent], Closing):
                 raise error
             if self._read_on_from is not None:
                 self.position, self._read_on_from = self._read_on_from, None
+            if self._caught_up:
+                self._caught_up = False
+                self._waiter.wait(self._poll_interval, self._stopped)
+                continue
             self._waiter.arm()
             try:
                 page = self._read_page(self.position, self._batch_size)
@@ -217,6 +225,7 @@ class Subscription(Iterator[RecordedEvent], Closing):
             self._undecodable = page.undecodable
             if page.events:
                 self._buffer.extend(page.events)
+                self._caught_up = len(page.events) < self._batch_size
             elif self._undecodable is None:
                 self.position, self._read_on_from = self._read_on_from, None
                 self._waiter.wait(self._poll_interval, self._stopped)

@@ -400,3 +400,37 @@ def test_an_unclosed_store_that_is_collected_stops_its_notifier(
         _wait_until(lambda: not _backend_alive(url, pid), "the notifier's backend to end", 5.0)
     finally:
         engine.dispose()
+
+
+# --- the subscriber's side of a wake-up ---------------------------------------------------
+
+
+def test_a_short_page_ends_the_catch_up_without_an_empty_read(url: str) -> None:
+    """Each wake-up costs the subscriber one read, not two: a page shorter than
+    batch_size was the end of the visible feed, so the subscription waits
+    (armed before that read) instead of reading again to find nothing."""
+    with PostgresEventStore.from_url(url, notify=False) as store:
+        for i in range(3):
+            _append(store, f"short-{i}")
+        reads: list[int] = []
+        original = store._feed_rows
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            reads.append(1)
+            return original(*args, **kwargs)
+
+        store._feed_rows = counted  # type: ignore[method-assign]
+        delivered: list[Any] = []
+        with store.subscribe(poll_interval=LONG_POLL) as subscription:
+            # Connecting, the listener wakes every waiter once (it may have missed
+            # notifications): let that happen before the first read.
+            _wait_until(lambda: store._listener.listening, "the listener")
+            follower = threading.Thread(target=lambda: delivered.extend(subscription), daemon=True)
+            follower.start()
+            _wait_until(lambda: len(delivered) == 3, "the catch-up")
+            time.sleep(0.3)
+            assert len(reads) == 1, "the subscription read again after a short page"
+            _append(store, "short-3")  # no wake-up (notify=False): the poll is 120 s away
+            time.sleep(0.3)
+            assert len(delivered) == 3
+        follower.join(5)

@@ -4,7 +4,10 @@ A :class:`Subscription` catches up from a checkpoint, then waits for new
 events. What wakes it is the backend's :class:`Waiter` (LISTEN/NOTIFY on
 PostgreSQL, a condition variable in memory); polling every ``poll_interval``
 seconds keeps it correct when wake-ups are lost (poolers in transaction mode
-drop LISTEN).
+drop LISTEN). The waiter is armed before each read, so a page shorter than
+``batch_size`` ends the catch-up: the subscription waits after delivering it
+(a commit after that read still ends the wait at once) instead of reading
+again to find nothing, one read per wake-up.
 """
 
 from __future__ import annotations

@@ -28,6 +28,8 @@ from benchmarks._bulk_import import bulk_import
 from benchmarks._concurrency import concurrency, contention
 from benchmarks._context import Bench
 from benchmarks._growth import growth
+from benchmarks._latency import latency
+from benchmarks._notify import notify_throughput
 from benchmarks._peer import peer_available
 from benchmarks._plan import Plan, plan_for
 from benchmarks._reads import iterate_stream, load_stream, snapshots
@@ -58,6 +60,11 @@ OPERATIONS: dict[int, tuple[str, Callable[[Bench], list[CaseResult]]]] = {
     6: ("1, 4, 8, 16 threads on their own streams", concurrency),
     7: ("8 threads racing for one stream", contention),
     8: ("table growth: 10^4..10^6 rows (10^7 with --scale)", growth),
+    9: (
+        "1, 4, 8 writer threads with a live subscription, notify=True and False",
+        notify_throughput,
+    ),
+    10: ("append-to-delivery latency, same and another process, idle and under load", latency),
     11: ("projection rebuild from 200,000 events: per-event and batch handlers", rebuild),
     12: ("import of 200,000 events vs raw binary COPY", bulk_import),
 }

@@ -112,13 +112,21 @@ class FloorSide:
         self.cursor: psycopg.Cursor[Any] = self.connection.cursor()
 
     def append(self, stream_id: str, expected: int, count: int = 1) -> int:
-        """The library's checked insert (``APPEND_ONE`` or ``APPEND``), raw."""
-        return self._checked(stream_id, expected, count, APPEND_ONE, APPEND)
+        """The library's checked insert in autocommit (``APPEND_ONE_SILENT`` or
+        ``APPEND_SILENT``: the store's notifier sends the wake-up after the
+        commit, off the append's path), raw."""
+        return self._checked(stream_id, expected, count, APPEND_ONE_SILENT, APPEND_SILENT)
 
     def append_no_notify(self, stream_id: str, expected: int, count: int = 1) -> int:
-        """The library's checked insert without its NOTIFY (what ``notify=False``
-        stores send), raw."""
+        """The library's checked insert without a NOTIFY (what ``notify=False``
+        stores send), raw: the same statement as :meth:`append`."""
         return self._checked(stream_id, expected, count, APPEND_ONE_SILENT, APPEND_SILENT)
+
+    def append_notify_in_commit(self, stream_id: str, expected: int, count: int = 1) -> int:
+        """The checked insert with its NOTIFY inside the statement (``APPEND_ONE``
+        or ``APPEND``: what a ``notify=True`` append sent before the notifier, and
+        what an append through ``connection=`` sends), raw."""
+        return self._checked(stream_id, expected, count, APPEND_ONE, APPEND)
 
     def append_pre_feed(self, stream_id: str, expected: int, count: int = 1) -> int:
         """The checked insert as it was before the global feed (``PRE_FEED_APPEND_ONE``

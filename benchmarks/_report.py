@@ -58,7 +58,9 @@ FLOOR_NOTE = (
     "(eventstore._sql); floor-bare: a bare INSERT with no check (the absolute floor "
     "for appends). Every side encodes CBOR (and JSON metadata) per call. Op 6's "
     "library/no-notify is PostgresEventStore(notify=False), compared with floor/no-notify "
-    "(the library's own SQL without NOTIFY)."
+    "(the library's own SQL without NOTIFY). The floor's appends run the silent insert, "
+    "as the library's autocommit appends do (its notifier sends the wake-up after the "
+    "commit); op 9's floor/notify-in-commit sends the NOTIFY inside the insert."
 )
 
 FEED_NOTE = (

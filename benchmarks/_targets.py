@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from benchmarks import _bulk_import
+from benchmarks._latency import targets as latency_targets
+from benchmarks._notify import targets as notify_targets
 from benchmarks._plan import Plan
 from benchmarks._rebuild import targets as rebuild_targets
 from benchmarks._results import CaseResult, Target
@@ -153,4 +155,6 @@ def evaluate(cases: Sequence[CaseResult], plan: Plan) -> list[Target]:
             )
     targets.extend(rebuild_targets(by_key, plan))
     targets.extend(_bulk_import.targets(by_key, plan))
+    targets.extend(notify_targets(by_key, plan))
+    targets.extend(latency_targets(by_key, plan))
     return targets

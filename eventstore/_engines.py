@@ -3,9 +3,12 @@ use) or an application's Engine (used as it is)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
+import psycopg
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool, Pool, PoolProxiedConnection
@@ -63,3 +66,35 @@ def invalidate_generation(pool: Pool, pooled: PoolProxiedConnection, error: Base
         invalidate_older(pooled, error)
     else:
         pooled.invalidate(error)
+
+
+def connection_outside_pool(engine: Engine, *setup: str) -> psycopg.Connection[Any]:
+    """A new psycopg connection in autocommit, built as ``engine`` builds its pooled
+    ones (the same creator and connect events) but never part of a pool, with each
+    statement of ``setup`` run on it once. The caller owns it and closes it.
+
+    For the store's long-lived background connections (the listener's, the
+    notifier's): they neither use up the pool nor leave a pooled connection in
+    autocommit or listening. Raises what psycopg or SQLAlchemy raise.
+    """
+    pool = engine.pool.recreate()
+    try:
+        pooled = pool.connect()
+        driver: psycopg.Connection[Any] = pooled.driver_connection  # type: ignore[assignment]
+        pooled.detach()  # ours alone from now on; no pool ever sees it again
+    finally:
+        pool.dispose()
+    try:
+        driver.autocommit = True
+        for statement in setup:
+            driver.execute(statement)
+    except BaseException:
+        close_quietly(driver)
+        raise
+    return driver
+
+
+def close_quietly(connection: psycopg.Connection[Any]) -> None:
+    """Close ``connection``, ignoring the errors of one already broken."""
+    with contextlib.suppress(psycopg.Error):
+        connection.close()

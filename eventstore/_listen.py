@@ -13,7 +13,6 @@ ever put in autocommit or left listening.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -24,6 +23,7 @@ import psycopg
 import sqlalchemy.exc
 from sqlalchemy.engine import Engine
 
+from eventstore._engines import close_quietly, connection_outside_pool
 from eventstore._sql import LISTEN
 
 logger = logging.getLogger(__name__)
@@ -165,13 +165,13 @@ class Listener:
                         exc,
                         RECONNECT_DELAY,
                     )
-                    _close_quietly(connection)
+                    close_quietly(connection)
                     connection = None
                     self._woken(connected=False)
                     stop.wait(RECONNECT_DELAY)
         finally:
             if connection is not None:
-                _close_quietly(connection)
+                close_quietly(connection)
             with self._changed:
                 if self._stop is stop:  # ended by an unexpected error: the next waiter restarts
                     self._stop = None
@@ -179,22 +179,8 @@ class Listener:
                     self._connected = False
 
     def _connect(self) -> psycopg.Connection[Any]:
-        """A new connection that listens, built as the engine builds its pooled ones
-        (the same creator and connect events) but never part of a pool."""
-        pool = self._engine.pool.recreate()
-        try:
-            pooled = pool.connect()
-            driver: psycopg.Connection[Any] = pooled.driver_connection  # type: ignore[assignment]
-            pooled.detach()  # ours alone from now on; no pool ever sees it again
-        finally:
-            pool.dispose()
-        try:
-            driver.autocommit = True
-            driver.execute(LISTEN)
-        except BaseException:
-            _close_quietly(driver)
-            raise
-        return driver
+        """A new connection that listens, outside the engine's pool."""
+        return connection_outside_pool(self._engine, LISTEN)
 
     def _forget_parent_after_fork(self) -> None:
         """In a forked child the parent's listening thread does not exist (its
@@ -238,8 +224,3 @@ class ListenWaiter:
             self._closed.set()
         if self._pid == os.getpid():
             self._listener.release()
-
-
-def _close_quietly(connection: psycopg.Connection[Any]) -> None:
-    with contextlib.suppress(psycopg.Error):
-        connection.close()

@@ -86,8 +86,9 @@ SELECT (SELECT version FROM inserted), head.version, head.in_order,
 FROM head
 """
 
-# Metadata as text: RecordedEvent parses it only when read (see records.py).
-# The same appends without the NOTIFY, for stores built with notify=False.
+# The same appends without the NOTIFY: what autocommit appends run (the store's
+# notifier wakes subscribers after their commit, off the commit path) and what
+# stores built with notify=False run everywhere.
 APPEND_SILENT = APPEND.replace(NOTIFY_IF_INSERTED, "NULL")
 APPEND_ONE_SILENT = APPEND_ONE.replace(NOTIFY_IF_INSERTED, "NULL")
 
@@ -259,6 +260,15 @@ DELETE_SNAPSHOT = f"DELETE FROM {SNAPSHOTS} WHERE stream_id = :stream_id"
 LISTEN = f"LISTEN {NOTIFY_CHANNEL}"
 """What the store's listening connection runs once (see :mod:`eventstore._listen`)."""
 
+NOTIFY = f"SELECT set_config('synchronous_commit', 'off', true), pg_notify('{NOTIFY_CHANNEL}', '')"
+"""The wake-up the store's notifier sends, in autocommit, after appends committed
+(see :mod:`eventstore._notifier`): the same channel and empty payload as the
+in-transaction NOTIFY of :data:`APPEND`. A NOTIFY's transaction is given an id,
+so its commit would wait for a WAL flush; a wake-up needs no durability (it is
+delivered at commit either way), so this one transaction commits asynchronously
+(``set_config(..., true)`` is ``SET LOCAL``: nothing outlives the statement,
+even behind a pooler that hands the server connection to someone else)."""
+
 PSYCOPG_STATEMENTS: dict[str, str] = {
     "APPEND": APPEND,
     "APPEND_ONE": APPEND_ONE,
@@ -295,6 +305,7 @@ PSYCOPG_STATEMENTS: dict[str, str] = {
     "TERMINATE": TERMINATE,
     "BUSY_QUERY": BUSY_QUERY,
     "LISTEN": LISTEN,
+    "NOTIFY": NOTIFY,
 }
 """Every complete psycopg statement here, by name (for the test that PREPAREs them)."""
 

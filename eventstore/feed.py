@@ -4,7 +4,10 @@ A :class:`Subscription` catches up from a checkpoint, then waits for new
 events. What wakes it is the backend's :class:`Waiter` (LISTEN/NOTIFY on
 PostgreSQL, a condition variable in memory); polling every ``poll_interval``
 seconds keeps it correct when wake-ups are lost (poolers in transaction mode
-drop LISTEN).
+drop LISTEN). The waiter is armed before each read, so a page shorter than
+``batch_size`` ends the catch-up: the subscription waits after delivering it
+(a commit after that read still ends the wait at once) instead of reading
+again to find nothing, one read per wake-up.
 """
 
 from __future__ import annotations
@@ -155,6 +158,10 @@ class Subscription(Iterator[RecordedEvent], Closing):
         self._buffer: deque[RecordedEvent] = deque()
         self._read_on_from: Position | None = None  # where to go once the buffer is delivered
         self._undecodable: UndecodableEvent | None = None  # raised once the buffer is delivered
+        # The last read came up short: once its events are delivered, wait before
+        # reading again (the waiter was armed before that read, so a commit after
+        # it still ends the wait at once).
+        self._caught_up = False
         self._stopped = threading.Event()
         self._failed_reads = 0  # in a row: the first is logged as a WARNING, the rest as DEBUG
         # Closes the waiter once: on close(), or when the subscription is collected.
@@ -189,6 +196,10 @@ class Subscription(Iterator[RecordedEvent], Closing):
                 raise error
             if self._read_on_from is not None:
                 self.position, self._read_on_from = self._read_on_from, None
+            if self._caught_up:
+                self._caught_up = False
+                self._waiter.wait(self._poll_interval, self._stopped)
+                continue
             self._waiter.arm()
             try:
                 page = self._read_page(self.position, self._batch_size)
@@ -217,6 +228,7 @@ class Subscription(Iterator[RecordedEvent], Closing):
             self._undecodable = page.undecodable
             if page.events:
                 self._buffer.extend(page.events)
+                self._caught_up = len(page.events) < self._batch_size
             elif self._undecodable is None:
                 self.position, self._read_on_from = self._read_on_from, None
                 self._waiter.wait(self._poll_interval, self._stopped)

@@ -38,6 +38,7 @@ from eventstore._backend import ProjectionSession, SkippedEvent
 from eventstore._base import BaseEventStore
 from eventstore._engines import check_engine, invalidate_generation
 from eventstore._listen import Listener, ListenWaiter
+from eventstore._notifier import Notifier
 from eventstore._pg_caller import (
     Joined,
     execute,
@@ -150,12 +151,19 @@ class PostgresEventStore(BaseEventStore):
     disposes it) or hand it the application's :class:`~sqlalchemy.engine.Engine`
     (shared; closing the store leaves it alone). Thread-safe: share one store.
 
-    ``notify`` (default True): every append sends a NOTIFY in its own
-    transaction, which wakes subscriptions at once. PostgreSQL serialises the
-    commits of notifying transactions (one queue lock, held through the WAL
-    flush), so concurrent appenders then cannot share a flush: for write-heavy
-    services whose readers can wait, ``notify=False`` appends without it, and
-    subscriptions see new events within their ``poll_interval`` instead.
+    ``notify`` (default True): subscriptions in any process wake within
+    milliseconds of a commit. An append without ``connection=`` commits without
+    a NOTIFY and then signals the store's notifier, a background thread with one
+    connection of its own (outside the pool, opened at the first append,
+    closed by :meth:`close`) that sends one NOTIFY per burst, at most one every
+    few milliseconds however many appends: concurrent appenders never hold
+    PostgreSQL's notification lock, so their commits share WAL flushes. An
+    append with ``connection=`` sends its NOTIFY inside the caller's
+    transaction, so it wakes subscribers when that transaction commits (and
+    never if it rolls back). ``notify=False``: no wake-ups at all (no notifier,
+    no NOTIFY); subscriptions then see new events within their
+    ``poll_interval``. Either way a subscription polls, so a lost wake-up delays
+    an event but never loses it.
     """
 
     def __init__(
@@ -167,7 +175,13 @@ class PostgresEventStore(BaseEventStore):
         self._listener = Listener(self.engine)
         _reset_pool_in_forked_children(self)
         self.notify = _check_notify(notify)
-        self._append_one, self._append_many = (
+        # Inside a caller's transaction the NOTIFY goes with the commit; in
+        # autocommit the notifier sends it after the commit (None: no wake-ups).
+        self._notifier: Notifier | None = None
+        if notify:
+            notifier = self._notifier = Notifier(self.engine)
+            weakref.finalize(self, notifier.close)
+        self._caller_append_one, self._caller_append_many = (
             (APPEND_ONE, APPEND) if notify else (APPEND_ONE_SILENT, APPEND_SILENT)
         )
 
@@ -220,8 +234,11 @@ class PostgresEventStore(BaseEventStore):
         return store
 
     def _release(self) -> None:
-        """Dispose the engine if this store built it; a shared engine is left open."""
+        """Stop the listener and the notifier; dispose the engine if this store
+        built it (a shared engine is left open)."""
         self._listener.close()
+        if self._notifier is not None:
+            self._notifier.close()
         if self._owns_engine:
             self.engine.dispose()
 
@@ -259,10 +276,10 @@ class PostgresEventStore(BaseEventStore):
             "highest": Int8(highest),
         }
         if len(batch) == 1:
-            statement = self._append_one
+            statement = APPEND_ONE_SILENT if caller is None else self._caller_append_one
             params.update(type=batch.event_types[0], data=batch.data[0], metadata=batch.metadata[0])
         else:
-            statement = self._append_many
+            statement = APPEND_SILENT if caller is None else self._caller_append_many
             params.update(types=batch.event_types, data=batch.data, metadata=batch.metadata)
         if caller is not None and reads_from_a_snapshot(caller):
             statement = IN_TRANSACTION[statement]
@@ -288,6 +305,8 @@ class PostgresEventStore(BaseEventStore):
                     stream_id, expected_version, caller, detail=_rollback_detail(failure)
                 ) from failure.__cause__
             if new_version is not None:
+                if caller is None and self._notifier is not None:
+                    self._notifier.signal()  # committed: wake subscribers, off the commit path
                 return int(new_version)
             if in_order or not lowest <= head <= highest:
                 if caller is None:

@@ -38,6 +38,7 @@ LAYERS: list[set[str]] = [
         "memory",
         "_pg_projections",
         "_listen",
+        "_notifier",
         "postgres",
         "projections",
         "repository",

@@ -356,7 +356,7 @@ def test_options_select_the_plan_and_operations() -> None:
     args = parse_arguments(["--quick", "--only", "1", "7"])
     assert plan_for(quick=args.quick, scale=args.scale) is QUICK
     assert args.only == [1, 7]
-    assert set(OPERATIONS) >= {*range(1, 9), 11, 12}
+    assert set(OPERATIONS) == set(range(1, 13))
     assert SCALE.growth_levels[-1] == 10_000_000
     assert 10_000_000 not in FULL.growth_levels
     assert FULL.growth_layout == "interleaved"
@@ -365,7 +365,7 @@ def test_options_select_the_plan_and_operations() -> None:
     with pytest.raises(SystemExit):
         parse_arguments(["--quick", "--scale"])
     with pytest.raises(SystemExit):
-        parse_arguments(["--only", "99"])
+        parse_arguments(["--only", "0"])
 
 
 # -- the whole suite, quickly --------------------------------------------------------

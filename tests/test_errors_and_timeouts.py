@@ -214,7 +214,8 @@ def test_terminated_connection_raises_unavailable_and_an_append_says_reload_firs
 ) -> None:
     name = f"errors-{uuid.uuid4().hex[:8]}"
     url = normalize_url(migrated_url).update_query_dict({"application_name": name})
-    with PostgresEventStore.from_url(url, pool_size=1, max_overflow=0) as store:
+    # notify=False: no notifier connection beside the pooled one this test terminates.
+    with PostgresEventStore.from_url(url, pool_size=1, max_overflow=0, notify=False) as store:
         store.append_events("order-1", [EVENT], expected_version=NO_STREAM)
         _terminate_store_connection(migrated_url, name)
 

@@ -571,6 +571,7 @@ def test_after_its_idle_connection_is_killed_the_next_read_succeeds(
         url_with(eventstore_database_url, application_name=application),
         pool_size=1,
         max_overflow=0,
+        notify=False,  # no notifier connection beside the pooled one counted here
     )
     try:
         stream_id = unique_name("idle-kill-read")
@@ -604,7 +605,10 @@ def test_an_append_killed_while_waiting_on_a_lock_is_not_committed_and_not_retri
     server, stream_id = running_server, unique_name("lock-kill")
     application = unique_name("es_faults_lock")
     store = PostgresEventStore.from_url(
-        url_with(server.url, application_name=application), pool_size=1, max_overflow=0
+        url_with(server.url, application_name=application),
+        pool_size=1,
+        max_overflow=0,
+        notify=False,  # no notifier connection: any other backend would be a retry
     )
     outcome: list[Call] = []
     admin_connection = psycopg.connect(libpq_url(server.url), autocommit=True)
@@ -658,7 +662,10 @@ def test_an_append_killed_after_its_commit_raises_yet_is_stored_exactly_once(
     server, stream_id = running_server, unique_name("ack-lost")
     application = unique_name("es_faults_ack")
     store = PostgresEventStore.from_url(
-        url_with(server.url, application_name=application), pool_size=1, max_overflow=0
+        url_with(server.url, application_name=application),
+        pool_size=1,
+        max_overflow=0,
+        notify=False,  # no notifier connection: any other backend would be a retry
     )
     outcome: list[Call] = []
     with psycopg.connect(libpq_url(server.url), autocommit=True) as admin_connection:

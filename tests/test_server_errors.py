@@ -426,7 +426,8 @@ def test_connections_older_than_pool_recycle_are_replaced_and_calls_go_on(
             assert len(rows) == 1, rows
             return int(rows[0][0])
 
-        with _store(url, pool_recycle=0.3) as store:
+        # notify=False: no notifier connection (outside the pool, never recycled).
+        with _store(url, pool_recycle=0.3, notify=False) as store:
             for version in range(3):
                 assert store.append_events(stream_id, [EVENT], expected_version=version)
                 pids.append(backend())

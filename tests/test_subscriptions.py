@@ -360,6 +360,10 @@ def test_polling_delivers_when_no_notification_comes(
         collector = Collector(sub)
         collector.wait_for(1)
         assert watch.idle.wait(DEADLINE_SECONDS)
+        # The store's notifier sends the wake-up of "warm" after its commit,
+        # possibly after this LISTEN began: let it arrive before the plain insert.
+        while list(listener.notifies(timeout=0.3)):
+            pass
 
         with store.engine.begin() as conn:
             conn.execute(

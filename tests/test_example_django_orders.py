@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
+
+from _subprocess_pytest import run_pytest
 
 from eventstore.urls import normalize_url
 
@@ -18,18 +17,12 @@ def test_the_django_orders_example_passes_its_tests(scratch_database_url: str) -
         .set(drivername="postgresql")
         .render_as_string(hide_password=False)
     )
-    environment = {**os.environ, "DATABASE_URL": libpq_url}
-    environment.pop("EVENTSTORE_TEST_DATABASE_URL", None)  # the example uses DATABASE_URL
-    environment.pop("DJANGO_SETTINGS_MODULE", None)  # the example's pytest.ini names its own
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider"],
-        cwd=EXAMPLE,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_pytest(
+        EXAMPLE,
+        {"DATABASE_URL": libpq_url},
+        # the example uses DATABASE_URL, and its pytest.ini names its own settings
+        without=["EVENTSTORE_TEST_DATABASE_URL", "DJANGO_SETTINGS_MODULE"],
     )
-    assert result.returncode == 0, result.stdout + result.stderr
     assert " passed" in result.stdout, result.stdout
     assert "skipped" not in result.stdout, result.stdout
     assert "warning" not in result.stdout, result.stdout  # e.g. the test database not dropped

@@ -6,11 +6,10 @@ tests, not code for the shared namespace of tests/test_readme.py."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
+
+from _subprocess_pytest import run_pytest
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -33,15 +32,10 @@ def test_the_flask_section_runs_as_written(scratch_database_url: str, tmp_path: 
     (tmp_path / "myapp.py").write_text(app + "\n\n" + projection, encoding="utf-8")
     (tmp_path / "test_myapp.py").write_text(tests, encoding="utf-8")
     (tmp_path / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
-    environment = {**os.environ, "EVENTSTORE_TEST_DATABASE_URL": scratch_database_url}
-    environment.pop("DATABASE_URL", None)  # the tests set it from the plugin's database
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:django"],
-        cwd=tmp_path,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_pytest(
+        tmp_path,
+        {"EVENTSTORE_TEST_DATABASE_URL": scratch_database_url},
+        without=["DATABASE_URL"],  # the tests set it from the plugin's database
+        args=["-p", "no:django"],
     )
-    assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed" in result.stdout, result.stdout
